@@ -1,0 +1,302 @@
+"""Typed configuration: dataclasses with a help string per field, loaded from YAML.
+
+Unknown keys, wrong types and impossible values are errors that name the key and the file.
+Relative paths in a config resolve from the repository root, wherever the command runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+FIRST_TURN_PROMPT = (
+    "You are a math expert. When you respond, respond only with the Solution of the final Problem, "
+    "thinking step by step. At the end of the Solution, when you give your final answer, write it "
+    'in the form "Final Answer: The final answer is $answer$. I hope it is correct."'
+)
+CORRECTION_PROMPT = (
+    "There might be an error in the solution above because of lack of understanding of the "
+    "question. Please correct the error, if any, and rewrite the solution. Only output the final "
+    "solution! At the end of the Solution, when you give your final answer, write it in the form "
+    '"Final Answer: The final answer is $answer$. I hope it is correct."'
+)
+
+
+class ScoreError(Exception):
+    """A user-facing error: printed as one line, no traceback."""
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Absolute paths stay; relative ones are taken from the repository root."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def _help(text: str, default, **kwargs):
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": text}, **kwargs)
+    return field(default=default, metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class ModelConfig:
+    name: str = _help(
+        "Hub id (downloaded into base_dir/<name>) or a local model folder.", "Qwen/Qwen2.5-1.5B-Instruct"
+    )
+    base_dir: str = _help("Where --task download puts base models.", "base_models")
+    dtype: str = _help("Weights dtype: auto (bf16 on GPU, fp32 on CPU), bfloat16, float16 or float32.", "auto")
+    gradient_checkpointing: bool = _help("Recompute activations in the backward pass to save memory.", False)
+    attn_implementation: str = _help("Attention kernel: sdpa, eager or flash_attention_2.", "sdpa")
+
+
+@dataclass
+class DataConfig:
+    source: str = _help(
+        "MATH folder (tar layout), a .jsonl/.json/.parquet file, or a hub dataset id.", "data/MATH"
+    )
+    scheme: str = _help(
+        "Split scheme for the tar layout: paper (train 12,000 / test MATH-500) or full (7,500 / 5,000).", "paper"
+    )
+    math500_ids: str = _help("File listing the MATH-500 unique ids, written by --task download.", "data/math500_ids.txt")
+    subjects: list[str] = _help("Keep only these subjects (empty: all).", [])
+    levels: list[int] = _help("Keep only these levels 1-5 (empty: all).", [])
+    max_problems: int = _help("Keep at most this many training problems after shuffling (0: all).", 0)
+    seed: int = _help("Seed of the training-problem shuffle.", 0)
+
+
+@dataclass
+class PromptConfig:
+    first_turn: str = _help("Instruction placed before the problem in the first user turn.", FIRST_TURN_PROMPT)
+    correction: str = _help("Correction instruction p, the second user turn.", CORRECTION_PROMPT)
+    system: str = _help("System message (empty: the chat template's default).", "")
+
+
+@dataclass
+class RolloutConfig:
+    max_new_tokens: int = _help("Token budget of each attempt.", 1024)
+    temperature: float = _help("Sampling temperature during training (paper: 1.0).", 1.0)
+    top_p: float = _help("Nucleus sampling threshold during training.", 1.0)
+    samples_per_prompt: int = _help("Conversations sampled per problem per step (>=2 for the leave-one-out baseline).", 2)
+    generation_batch_size: int = _help("Conversations generated together per process.", 64)
+
+
+@dataclass
+class TrainConfig:
+    run_name: str = _help("Folder name under output_dir for this run.", "score")
+    output_dir: str = _help("Where runs are written.", "saved_models")
+    stage1_steps: int = _help("Stage I steps per round (0: skip Stage I, the 'without Stage I' ablation).", 1500)
+    stage2_steps: int = _help("Stage II steps per round.", 1500)
+    rounds: int = _help("Repetitions of (Stage I, Stage II); the paper's first version used 2.", 1)
+    attempts: int = _help("2 for SCoRe; 1 trains single-attempt RL on r(y1) (the 'without multi-turn' ablation).", 2)
+    batch_size: int = _help("Problems per optimizer step over all processes (paper: 512 MATH, 128 MBPP).", 512)
+    micro_batch_size: int = _help("Conversations per forward/backward pass per process.", 4)
+    lr: float = _help("AdamW learning rate (paper: 5e-6 MATH, 1e-5 MBPP).", 5e-6)
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    warmup_steps: int = _help("Linear learning-rate warm-up steps, then constant.", 0)
+    max_grad_norm: float = _help("Gradient clipping norm (0: off).", 1.0)
+    alpha: float = _help("Reward-shaping coefficient of Stage II (0: no shaping ablation).", 10.0)
+    beta1: float = _help("KL coefficient on attempts not held by beta2.", 0.01)
+    beta2: float = _help("Stage I KL coefficient on the first attempt (paper: 0.1 MATH, 0.25 MBPP).", 0.1)
+    kl_estimator: str = _help("Per-token KL estimator: k1 (log ratio) or k3 (unbiased, non-negative).", "k3")
+    baseline: str = _help("Reward baseline: loo (leave-one-out over a problem's samples), batch or none.", "loo")
+    loss_aggregation: str = _help("token_mean over the global batch, or seq_mean (mean per attempt, then batch).", "token_mean")
+    seed: int = _help("Random seed.", 0)
+    save_every: int = _help("Checkpoint every this many steps (0: only at the end).", 100)
+    keep_checkpoints: int = _help("Newest checkpoints kept on disk.", 2)
+    sample_every: int = _help("Log sample conversations every this many steps (0: never).", 50)
+    resume: bool = _help("Continue from the latest checkpoint of the run.", False)
+    max_nonfinite_steps: int = _help("Stop after this many non-finite losses in a row.", 3)
+
+
+@dataclass
+class EvalConfig:
+    model: str = _help("Model to evaluate: folder or hub id (empty: the latest run's final/).", "")
+    source: str = _help("Test problems (empty: data.source with the test split of data.scheme).", "")
+    name: str = _help("Evaluation name: folder under <run>/eval/ (empty: derived from the data).", "")
+    attempts: int = _help("Sequential attempts per problem.", 2)
+    temperature: float = _help("0 for greedy decoding (paper), else sampling temperature.", 0.0)
+    max_new_tokens: int = _help("Token budget of each attempt.", 1024)
+    batch_size: int = _help("Problems generated together.", 64)
+    max_problems: int = _help("Evaluate at most this many problems (0: all).", 0)
+    compare: list[str] = _help("Evaluation folders to show side by side with this one.", [])
+
+
+@dataclass
+class GraderConfig:
+    timeout: float = _help("Seconds allowed per answer comparison; a timeout counts as wrong.", 2.0)
+    workers: int = _help("Processes that grade a batch (0: one per CPU core).", 0)
+
+
+@dataclass
+class DownloadConfig:
+    math_url: str = _help("URL of the original MATH.tar.", "https://people.eecs.berkeley.edu/~hendrycks/MATH.tar")
+    math_hub: str = _help("Hub dataset used when math_url is empty or fails (per-subject configs).", "EleutherAI/hendrycks_math")
+    math500_hub: str = _help("Hub dataset that defines MATH-500 (its unique_id column).", "HuggingFaceH4/MATH-500")
+    data_dir: str = _help("Where MATH is extracted.", "data")
+    model: bool = _help("Download the base model.", True)
+    math: bool = _help("Download MATH and the MATH-500 id list.", True)
+    builtin: bool = _help("Build the embedded tiny model and sample problems locally instead (no network).", False)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    grader: GraderConfig = field(default_factory=GraderConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100))
+
+
+CHOICES = {
+    ("model", "dtype"): {"auto", "bfloat16", "float16", "float32"},
+    ("data", "scheme"): {"paper", "full"},
+    ("train", "kl_estimator"): {"k1", "k3"},
+    ("train", "baseline"): {"loo", "batch", "none"},
+    ("train", "loss_aggregation"): {"token_mean", "seq_mean"},
+    ("train", "attempts"): {1, 2},
+}
+POSITIVE = {
+    ("rollout", "max_new_tokens"), ("rollout", "samples_per_prompt"), ("rollout", "generation_batch_size"),
+    ("rollout", "top_p"), ("train", "rounds"), ("train", "batch_size"), ("train", "micro_batch_size"),
+    ("train", "lr"), ("train", "max_nonfinite_steps"), ("train", "keep_checkpoints"), ("eval", "attempts"),
+    ("eval", "max_new_tokens"), ("eval", "batch_size"), ("grader", "timeout"),
+}  # fmt: skip
+NON_NEGATIVE = {
+    ("data", "max_problems"), ("rollout", "temperature"), ("train", "stage1_steps"), ("train", "stage2_steps"),
+    ("train", "weight_decay"), ("train", "warmup_steps"), ("train", "max_grad_norm"), ("train", "alpha"),
+    ("train", "beta1"), ("train", "beta2"), ("train", "save_every"), ("train", "sample_every"),
+    ("eval", "temperature"), ("eval", "max_problems"), ("grader", "workers"),
+}  # fmt: skip
+
+
+def _coerce(value, hint, where: str):
+    """Check `value` against a field's type; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ScoreError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, where) for v in value]
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported config type {hint}")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ScoreError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ScoreError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ScoreError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise ScoreError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint}")
+
+
+def _set(cfg: Config, section: str, key: str, value, origin: str) -> None:
+    where = f"{section}.{key} ({origin})"
+    sections = {f.name: f for f in dataclasses.fields(cfg)}
+    if section not in sections:
+        raise ScoreError(f"unknown config section '{section}' ({origin}); known: {', '.join(sections)}")
+    part = getattr(cfg, section)
+    hints = typing.get_type_hints(type(part))
+    if key not in hints:
+        raise ScoreError(f"unknown config key '{section}.{key}' ({origin}); known: {', '.join(hints)}")
+    setattr(part, key, _coerce(value, hints[key], where))
+
+
+def validate(cfg: Config, origin: str) -> None:
+    """Reject values no run could use. `origin` names the file (and overrides) for the message."""
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ScoreError(f"{section}.{key} ({origin}): {value!r} is not one of {sorted(map(str, allowed))}")
+    for section, key in POSITIVE:
+        if not getattr(getattr(cfg, section), key) > 0:
+            raise ScoreError(f"{section}.{key} ({origin}): must be positive")
+    for section, key in NON_NEGATIVE:
+        if getattr(getattr(cfg, section), key) < 0:
+            raise ScoreError(f"{section}.{key} ({origin}): must not be negative")
+    if cfg.rollout.top_p > 1:
+        raise ScoreError(f"rollout.top_p ({origin}): must be in (0, 1]")
+    for level in cfg.data.levels:
+        if level not in range(1, 6):
+            raise ScoreError(f"data.levels ({origin}): {level} is not a MATH level 1-5")
+    t = cfg.train
+    if t.stage1_steps + t.stage2_steps == 0:
+        raise ScoreError(f"train.stage1_steps/stage2_steps ({origin}): no training steps")
+    if t.baseline == "loo" and cfg.rollout.samples_per_prompt < 2:
+        raise ScoreError(f"rollout.samples_per_prompt ({origin}): the loo baseline needs at least 2 samples per problem")
+    conversations = t.batch_size * cfg.rollout.samples_per_prompt
+    if conversations % t.micro_batch_size:
+        raise ScoreError(
+            f"train.batch_size ({origin}): {t.batch_size} problems x {cfg.rollout.samples_per_prompt} samples "
+            f"= {conversations} conversations is not divisible by train.micro_batch_size={t.micro_batch_size}"
+        )
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """'train.lr=1e-5' -> ('train', 'lr', 1e-5); the value is read as YAML (lists: [a,b])."""
+    name, sep, raw = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ScoreError(f"--set {text!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ScoreError(f"--set {text!r}: cannot read value ({str(e).splitlines()[0]})") from None
+    return section, key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the YAML file, then `section.key=value` overrides; validated."""
+    cfg = Config()
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        if not path.is_file():
+            raise ScoreError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ScoreError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ScoreError(f"{path}: expected a mapping of sections")
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ScoreError(f"{section} ({path}): expected a mapping of keys")
+            for key, value in values.items():
+                _set(cfg, str(section), str(key), value, origin)
+    for text in overrides:
+        _set(cfg, *parse_override(text), f"--set {text}")
+    validate(cfg, origin + (" with --set overrides" if overrides else ""))
+    return cfg

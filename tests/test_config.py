@@ -1,0 +1,101 @@
+import dataclasses
+
+import pytest
+import yaml
+from score.config import REPO_ROOT, Config, ScoreError, load_config, parse_override, resolve_path
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_default_yaml_documents_every_default():
+    # configs/default.yaml is the reference: it must list every key with the dataclass default.
+    assert load_config(REPO_ROOT / "configs" / "default.yaml") == Config()
+    written = yaml.safe_load((REPO_ROOT / "configs" / "default.yaml").read_text())
+    assert written == Config().to_dict()
+
+
+def test_paper_hyperparameters_are_the_defaults():
+    cfg = Config()
+    assert cfg.model.name == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.alpha) == (5e-6, 512, 10.0)
+    assert (cfg.train.beta1, cfg.train.beta2) == (0.01, 0.1)
+    assert cfg.train.stage1_steps + cfg.train.stage2_steps == 3000
+    assert cfg.rollout.temperature == 1.0 and cfg.eval.temperature == 0.0
+    assert cfg.prompts.first_turn.startswith("You are a math expert.")
+    assert cfg.prompts.correction.startswith("There might be an error in the solution above")
+
+
+def test_every_field_has_help():
+    cfg = Config()
+    for section in dataclasses.fields(cfg):
+        for f in dataclasses.fields(getattr(cfg, section.name)):
+            assert f.metadata.get("help"), f"{section.name}.{f.name} has no help"
+
+
+def test_every_config_file_loads():
+    for path in (REPO_ROOT / "configs").glob("*.yaml"):
+        load_config(path)
+
+
+def test_file_then_overrides(tmp_path):
+    path = write(tmp_path, "train:\n  lr: 1.0e-4\n  alpha: 5\nrollout:\n  samples_per_prompt: 4\n")
+    cfg = load_config(path, ["train.lr=1e-5", "eval.compare=[a, b]", "model.gradient_checkpointing=true"])
+    assert cfg.train.lr == 1e-5 and cfg.train.alpha == 5.0 and isinstance(cfg.train.alpha, float)
+    assert cfg.rollout.samples_per_prompt == 4
+    assert cfg.eval.compare == ["a", "b"]
+    assert cfg.model.gradient_checkpointing is True
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("train:\n  lrr: 1\n", ["train.lrr", "c.yaml"]),
+        ("trian:\n  lr: 1\n", ["trian", "c.yaml"]),
+        ("train:\n  lr: fast\n", ["train.lr", "number"]),
+        ("train:\n  batch_size: 2.5\n", ["train.batch_size", "integer"]),
+        ("model:\n  gradient_checkpointing: 1\n", ["model.gradient_checkpointing", "true or false"]),
+        ("train:\n  lr: -1.0e-5\n", ["train.lr", "positive"]),
+        ("train:\n  beta2: -0.1\n", ["train.beta2", "negative"]),
+        ("train:\n  kl_estimator: k2\n", ["train.kl_estimator", "k3"]),
+        ("train:\n  batch_size: 3\n  micro_batch_size: 4\n", ["train.batch_size", "divisible"]),
+        ("rollout:\n  samples_per_prompt: 1\n", ["samples_per_prompt", "loo"]),
+        ("data:\n  levels: [6]\n", ["data.levels", "1-5"]),
+        ("train: [1, 2]\n", ["train", "mapping"]),
+        ("train:\n  lr: [\n", ["c.yaml", "YAML"]),
+        ("train:\n  stage1_steps: 0\n  stage2_steps: 0\n", ["no training steps"]),
+    ],
+)
+def test_bad_configs_name_the_key_and_file(tmp_path, text, words):
+    with pytest.raises(ScoreError) as e:
+        load_config(write(tmp_path, text))
+    message = str(e.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+@pytest.mark.parametrize("text", ["lr=1", "train.lr", "=3", "train.=3"])
+def test_malformed_override(text):
+    with pytest.raises(ScoreError, match="section.key=value"):
+        parse_override(text)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ScoreError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_relative_paths_resolve_from_repo_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_path("data/MATH") == REPO_ROOT / "data" / "MATH"
+    assert resolve_path(tmp_path) == tmp_path
+
+
+def test_save_round_trip(tmp_path):
+    cfg = load_config(None, ["train.run_name=x", "data.subjects=[algebra]"])
+    cfg.save(tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
