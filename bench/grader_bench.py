@@ -1,0 +1,126 @@
+"""Speed and agreement of the answer checker, next to math-verify when that is installed.
+
+    .venv/bin/python bench/grader_bench.py [--data ../shared/data]
+
+Sets: the labeled dev file (pairs, hostile cases, full solutions), MATH-500 answers against
+themselves, MATH-500 solutions through `reward`, and MATH-500 answers against the next row's
+answer (mostly unequal pairs that go through the whole parser). Caches are cleared before each
+set, and the sympy helper is restarted (a warm-up call forks it outside the timings), so every
+pair is graded cold.
+Single process: one core (the helper process only runs while the caller waits on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
+
+from score import grader  # noqa: E402
+from score.config import REPO_ROOT  # noqa: E402
+
+
+def load_sets(data: Path) -> dict[str, list[tuple[str, str, str, bool | None]]]:
+    """name -> [(kind, pred, gold, expected)], kind 'pair' compares answers, 'solution' runs reward."""
+    sets = {}
+    dev = data / "grader_dev.jsonl"
+    if dev.exists():
+        rows = [json.loads(line) for line in dev.open()]
+        sets["dev (all 73)"] = [(r["kind"], r["pred"], r["gold"], r["equal"]) for r in rows]
+        sets["dev non-hostile"] = [x for x in sets["dev (all 73)"] if x[0] != "hostile"]
+    math500 = data / "math500.jsonl"
+    if math500.exists():
+        rows = [json.loads(line) for line in math500.open()]
+        answers = [r["answer"] for r in rows]
+        sets["math500 answer=answer"] = [("pair", a, a, True) for a in answers]
+        sets["math500 reward(solution)"] = [("solution", r["solution"], r["answer"], True) for r in rows]
+        shifted = answers[1:] + answers[:1]
+        sets["math500 answer vs next answer"] = [("pair", a, b, None) for a, b in zip(answers, shifted, strict=True)]
+    return sets
+
+
+def ours(kind: str, pred: str, gold: str) -> bool:
+    if kind == "solution":
+        return grader.reward(pred, gold) == 1.0
+    return grader.is_equivalent(pred, gold)
+
+
+def clear_caches() -> None:
+    """Cold start for each set: our caches, and fresh sympy helpers (whose sympy caches are empty)."""
+    grader._normalize.cache_clear()
+    grader._structure.cache_clear()
+    grader._VERDICTS.clear()
+    while grader._IDLE:
+        grader._IDLE.pop().close()
+    grader.is_equivalent("\\sqrt{8}", "2\\sqrt{2}")  # fork the helper outside the timings
+    grader._VERDICTS.clear()
+
+
+def math_verify_checker():
+    try:
+        from math_verify import parse, verify
+    except ImportError:
+        return None
+
+    def check(kind: str, pred: str, gold: str) -> bool:
+        try:
+            target = parse(f"${gold}$")
+            guess = parse(pred) if kind == "solution" else parse(f"${pred}$")
+            return bool(verify(target, guess))
+        except Exception:
+            return False
+
+    return check
+
+
+def run(name: str, rows, check, before=None) -> None:
+    if before:
+        before()
+    latencies = []
+    right = labeled = 0
+    start = time.perf_counter()
+    for kind, pred, gold, expected in rows:
+        t = time.perf_counter()
+        got = check(kind, pred, gold)
+        latencies.append(time.perf_counter() - t)
+        if expected is not None:
+            labeled += 1
+            right += got == expected
+    total = time.perf_counter() - start
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    score = f"{right}/{labeled} right" if labeled else "unlabeled"
+    print(
+        f"  {name:32s} {len(rows):4d} pairs  {len(rows) / total:9.0f} pairs/s  "
+        f"p50 {statistics.median(latencies) * 1e3:8.3f} ms  p99 {p99 * 1e3:8.3f} ms  "
+        f"max {latencies[-1] * 1e3:8.1f} ms  {score}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    args = parser.parse_args()
+    sets = load_sets(args.data)
+    if not sets:
+        sys.exit(f"error: no grader_dev.jsonl or math500.jsonl in {args.data}")
+    print("score.grader (caches cleared before each set)")
+    for name, rows in sets.items():
+        run(name, rows, ours, clear_caches)
+    mv = math_verify_checker()
+    if mv is None:
+        print("math-verify: not installed (pip install math-verify to compare)")
+        return
+    print("math-verify")
+    mv("pair", "1", "1")
+    for name, rows in sets.items():
+        run(name, rows, mv)
+
+
+if __name__ == "__main__":
+    main()
