@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except ScoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # per-file loading bars would drown our own
     try:
         if args.task == "download":
             from score.download import download

@@ -47,9 +47,7 @@ def _help(text: str, default, **kwargs):
 
 @dataclass
 class ModelConfig:
-    name: str = _help(
-        "Hub id (downloaded into base_dir/<name>) or a local model folder.", "Qwen/Qwen2.5-1.5B-Instruct"
-    )
+    name: str = _help("Hub id (downloaded into base_dir/<name>) or a local model folder.", "Qwen/Qwen2.5-1.5B-Instruct")
     base_dir: str = _help("Where --task download puts base models.", "base_models")
     dtype: str = _help("Weights dtype: auto (bf16 on GPU, fp32 on CPU), bfloat16, float16 or float32.", "auto")
     gradient_checkpointing: bool = _help("Recompute activations in the backward pass to save memory.", False)
@@ -58,13 +56,13 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = _help(
-        "MATH folder (tar layout), a .jsonl/.json/.parquet file, or a hub dataset id.", "data/MATH"
-    )
+    source: str = _help("MATH folder (tar layout), a .jsonl/.json/.parquet file, or a hub dataset id.", "data/MATH")
     scheme: str = _help(
         "Split scheme for the tar layout: paper (train 12,000 / test MATH-500) or full (7,500 / 5,000).", "paper"
     )
-    math500_ids: str = _help("File listing the MATH-500 unique ids, written by --task download.", "data/math500_ids.txt")
+    math500_ids: str = _help(
+        "File listing the MATH-500 unique ids, written by --task download.", "data/math500_ids.txt"
+    )
     subjects: list[str] = _help("Keep only these subjects (empty: all).", [])
     levels: list[int] = _help("Keep only these levels 1-5 (empty: all).", [])
     max_problems: int = _help("Keep at most this many training problems after shuffling (0: all).", 0)
@@ -83,7 +81,9 @@ class RolloutConfig:
     max_new_tokens: int = _help("Token budget of each attempt.", 1024)
     temperature: float = _help("Sampling temperature during training (paper: 1.0).", 1.0)
     top_p: float = _help("Nucleus sampling threshold during training.", 1.0)
-    samples_per_prompt: int = _help("Conversations sampled per problem per step (>=2 for the leave-one-out baseline).", 2)
+    samples_per_prompt: int = _help(
+        "Conversations sampled per problem per step (>=2 for the leave-one-out baseline).", 2
+    )
     generation_batch_size: int = _help("Conversations generated together per process.", 64)
 
 
@@ -106,7 +106,9 @@ class TrainConfig:
     beta2: float = _help("Stage I KL coefficient on the first attempt (paper: 0.1 MATH, 0.25 MBPP).", 0.1)
     kl_estimator: str = _help("Per-token KL estimator: k1 (log ratio) or k3 (unbiased, non-negative).", "k3")
     baseline: str = _help("Reward baseline: loo (leave-one-out over a problem's samples), batch or none.", "loo")
-    loss_aggregation: str = _help("token_mean over the global batch, or seq_mean (mean per attempt, then batch).", "token_mean")
+    loss_aggregation: str = _help(
+        "token_mean over the global batch, or seq_mean (mean per attempt, then batch).", "token_mean"
+    )
     seed: int = _help("Random seed.", 0)
     save_every: int = _help("Checkpoint every this many steps (0: only at the end).", 100)
     keep_checkpoints: int = _help("Newest checkpoints kept on disk.", 2)
@@ -137,7 +139,9 @@ class GraderConfig:
 @dataclass
 class DownloadConfig:
     math_url: str = _help("URL of the original MATH.tar.", "https://people.eecs.berkeley.edu/~hendrycks/MATH.tar")
-    math_hub: str = _help("Hub dataset used when math_url is empty or fails (per-subject configs).", "EleutherAI/hendrycks_math")
+    math_hub: str = _help(
+        "Hub dataset used when math_url is empty or fails (per-subject configs).", "EleutherAI/hendrycks_math"
+    )
     math500_hub: str = _help("Hub dataset that defines MATH-500 (its unique_id column).", "HuggingFaceH4/MATH-500")
     data_dir: str = _help("Where MATH is extracted.", "data")
     model: bool = _help("Download the base model.", True)
@@ -254,7 +258,9 @@ def validate(cfg: Config, origin: str) -> None:
     if t.stage1_steps + t.stage2_steps == 0:
         raise ScoreError(f"train.stage1_steps/stage2_steps ({origin}): no training steps")
     if t.baseline == "loo" and cfg.rollout.samples_per_prompt < 2:
-        raise ScoreError(f"rollout.samples_per_prompt ({origin}): the loo baseline needs at least 2 samples per problem")
+        raise ScoreError(
+            f"rollout.samples_per_prompt ({origin}): the loo baseline needs at least 2 samples per problem"
+        )
     conversations = t.batch_size * cfg.rollout.samples_per_prompt
     if conversations % t.micro_batch_size:
         raise ScoreError(
