@@ -1,0 +1,330 @@
+"""Two-attempt evaluation with the paper's metrics (Kumar et al., 2024, section 3).
+
+Writes <run>/eval/<name>/: generations.jsonl (one line per problem, appended as batches finish, so an
+interrupted evaluation resumes), metrics.json, results.md, and plots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from score.config import Config, ScoreError, resolve_path
+from score.data import Problem, load_math
+from score.grader import extract_answer
+from score.rollout import generate_rollouts
+from score.trainer import load_model, resolve_model_path
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (well behaved near 0 and 1, unlike the normal one)."""
+    if n == 0:
+        return 0.0, 0.0
+    p = successes / n
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_interval(differences: list[int]) -> tuple[float, float]:
+    """95% normal interval of the mean of per-problem differences (correct@t2 - correct@t1 in {-1, 0, 1})."""
+    n = len(differences)
+    if n < 2:
+        return (float(differences[0]),) * 2 if differences else (0.0, 0.0)
+    mean = sum(differences) / n
+    variance = sum((d - mean) ** 2 for d in differences) / (n - 1)
+    half = Z95 * math.sqrt(variance / n)
+    return mean - half, mean + half
+
+
+def compute_metrics(records: list[dict]) -> dict:
+    """Paper metrics from generation records (each with `attempts`: a list of {correct, answer, ...}).
+
+    accuracy_t{k}: fraction correct at attempt k; delta = accuracy_t2 - accuracy_t1; delta_i_to_c: fraction
+    of problems wrong at t1 and right at t2; delta_c_to_i: right at t1 and wrong at t2. Fractions of n.
+    """
+    n = len(records)
+    attempts = min((len(r["attempts"]) for r in records), default=0)
+    correct = [[bool(r["attempts"][k]["correct"]) for r in records] for k in range(attempts)]
+    metrics: dict = {"n": n, "attempts": attempts}
+    for k in range(attempts):
+        hits = sum(correct[k])
+        metrics[f"accuracy_t{k + 1}"] = hits / n if n else 0.0
+        metrics[f"accuracy_t{k + 1}_ci95"] = wilson_interval(hits, n)
+        metrics[f"no_answer_t{k + 1}"] = sum(r["attempts"][k]["answer"] is None for r in records)
+    for k in range(1, attempts):
+        before, after = correct[k - 1], correct[k]
+        suffix = "" if k == 1 else f"_t{k}_t{k + 1}"
+        i_to_c = sum(not a and b for a, b in zip(before, after, strict=True))
+        c_to_i = sum(a and not b for a, b in zip(before, after, strict=True))
+        metrics[f"delta{suffix}"] = (sum(after) - sum(before)) / n if n else 0.0
+        metrics[f"delta{suffix}_ci95"] = paired_interval([int(b) - int(a) for a, b in zip(before, after, strict=True)])
+        metrics[f"delta_i_to_c{suffix}"] = i_to_c / n if n else 0.0
+        metrics[f"delta_i_to_c{suffix}_ci95"] = wilson_interval(i_to_c, n)
+        metrics[f"delta_c_to_i{suffix}"] = c_to_i / n if n else 0.0
+        metrics[f"delta_c_to_i{suffix}_ci95"] = wilson_interval(c_to_i, n)
+    return metrics
+
+
+def grouped_metrics(records: list[dict], key: str) -> dict:
+    groups: dict = {}
+    for record in records:
+        groups.setdefault(str(record[key]), []).append(record)
+    return {name: compute_metrics(rows) for name, rows in sorted(groups.items())}
+
+
+def table_row(label: str, metrics: dict) -> str:
+    cells = [metrics.get(k) for k in ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", "delta_c_to_i")]
+    text = " | ".join("-" if v is None else f"{100 * v:.1f}" for v in cells)
+    return f"| {label} | {text} | {metrics['n']} |"
+
+
+def results_table(rows: list[tuple[str, dict]]) -> str:
+    """The paper's table (percent): Accuracy@t1, Accuracy@t2, Delta(t1,t2), Delta i->c, Delta c->i."""
+    header = "| Model | Accuracy@t1 | Accuracy@t2 | Δ(t1,t2) | Δ i→c | Δ c→i | n |\n|---|---|---|---|---|---|---|"
+    return "\n".join([header] + [table_row(label, metrics) for label, metrics in rows])
+
+
+def results_markdown(label: str, metrics: dict, compare: list[tuple[str, dict]]) -> str:
+    lines = [f"# Evaluation: {label}", "", results_table(compare + [(label, metrics)]), ""]
+    if metrics["attempts"] > 2:
+        accs = ", ".join(f"t{k}: {100 * metrics[f'accuracy_t{k}']:.1f}" for k in range(1, metrics["attempts"] + 1))
+        lines += [f"Accuracy after each attempt (%): {accs}", ""]
+    lines += ["95% intervals (percent):", ""]
+    for key in ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", "delta_c_to_i"):
+        if f"{key}_ci95" in metrics:
+            low, high = metrics[f"{key}_ci95"]
+            lines.append(f"- {key}: {100 * metrics[key]:.1f} [{100 * low:.1f}, {100 * high:.1f}]")
+    no_answer = ", ".join(f"t{k}: {metrics[f'no_answer_t{k}']}" for k in range(1, metrics["attempts"] + 1))
+    lines += ["", f"Problems with no extractable answer (counted wrong): {no_answer}", ""]
+    for key, title in (("by_subject", "By subject"), ("by_level", "By level")):
+        lines += [f"## {title}", "", results_table(list(metrics[key].items())), ""]
+    return "\n".join(lines)
+
+
+def plot_accuracy(metrics: dict, path: Path) -> None:
+    """Accuracy per attempt, with the i->c and c->i transition bars between consecutive attempts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = metrics["attempts"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    accs = [100 * metrics[f"accuracy_t{i}"] for i in range(1, k + 1)]
+    left.plot(range(1, k + 1), accs, marker="o")
+    left.set(xlabel="attempt", ylabel="accuracy (%)", title="Accuracy per attempt", xticks=range(1, k + 1))
+    labels, i_to_c, c_to_i = [], [], []
+    for i in range(1, k):
+        suffix = "" if i == 1 else f"_t{i}_t{i + 1}"
+        labels.append(f"t{i}→t{i + 1}")
+        i_to_c.append(100 * metrics[f"delta_i_to_c{suffix}"])
+        c_to_i.append(100 * metrics[f"delta_c_to_i{suffix}"])
+    x = range(len(labels))
+    right.bar([i - 0.2 for i in x], i_to_c, width=0.4, label="incorrect→correct", color="tab:green")
+    right.bar([i + 0.2 for i in x], c_to_i, width=0.4, label="correct→incorrect", color="tab:red")
+    right.set(xticks=list(x), xticklabels=labels, ylabel="% of problems", title="Transitions")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_training(metrics_jsonl: Path, path: Path) -> bool:
+    """Training curves of a run: reward per attempt and KL per attempt against the step, stages shaded."""
+    rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "reward_t1" in r]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for key, axis in (("reward", top), ("kl", bottom)):
+        for k in (1, 2):
+            if f"{key}_t{k}" in rows[0]:
+                axis.plot(steps, [r[f"{key}_t{k}"] for r in rows], label=f"attempt {k}")
+        axis.set_ylabel(key)
+        axis.legend()
+    for r in rows:
+        if r["stage"] == 1:
+            for axis in (top, bottom):
+                axis.axvspan(r["step"] - 1, r["step"], color="0.9", lw=0)
+    top.set_title("Training (shaded: Stage I)")
+    bottom.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def latest_run_model(cfg: Config) -> Path:
+    runs = [p for p in resolve_path(cfg.train.output_dir).glob("*/final") if (p / "config.json").is_file()]
+    if not runs:
+        raise ScoreError(
+            f"no trained model in {resolve_path(cfg.train.output_dir)}/*/final; train first, or set "
+            "eval.model to a model folder (eval.model=base evaluates the base model)"
+        )
+    return max(runs, key=lambda p: p.stat().st_mtime)
+
+
+def choose_model(cfg: Config) -> tuple[Path, Path]:
+    """(model folder, evaluation root). A run's models keep their evaluations in <run>/eval/."""
+    if cfg.eval.model == "base":
+        model = resolve_model_path(cfg.model.name, cfg.model.base_dir)
+    elif cfg.eval.model:
+        model = resolve_model_path(cfg.eval.model, cfg.model.base_dir)
+    else:
+        model = latest_run_model(cfg)
+    output = resolve_path(cfg.train.output_dir)
+    if model.is_relative_to(output) and model != output:
+        return model, output / model.relative_to(output).parts[0] / "eval"
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model.name)
+    return model, output / f"base-{slug}" / "eval"
+
+
+def load_test_problems(cfg: Config) -> tuple[list[Problem], str]:
+    source = cfg.eval.source or cfg.data.source
+    problems = load_math(
+        source,
+        split="test",
+        scheme=cfg.data.scheme,
+        subjects=cfg.data.subjects or None,
+        levels=cfg.data.levels or None,
+        limit=cfg.eval.max_problems or None,
+        math500_ids=resolve_path(cfg.data.math500_ids),
+    )
+    if not problems:
+        raise ScoreError(f"no test problems in {source} after the subject/level filters")
+    stem = Path(source).stem if Path(source).suffix else f"{Path(source).name}_{cfg.data.scheme}_test"
+    return problems, stem
+
+
+def settings_fingerprint(cfg: Config, model: Path, problems: list[Problem]) -> dict:
+    """What makes generations comparable; a resumed evaluation must match it."""
+    prompts = json.dumps(vars(cfg.prompts), sort_keys=True)
+    return {
+        "model": str(model),
+        "attempts": cfg.eval.attempts,
+        "temperature": cfg.eval.temperature,
+        "max_new_tokens": cfg.eval.max_new_tokens,
+        "prompts_sha1": hashlib.sha1(prompts.encode()).hexdigest(),
+        "problems": len(problems),
+    }
+
+
+def read_generations(path: Path) -> dict[str, dict]:
+    done = {}
+    lines = path.read_text().splitlines() if path.exists() else []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            done[record["id"]] = record
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if number == len(lines):
+                break  # a last line cut short by an interruption: that problem is redone
+            raise ScoreError(f"{path}:{number}: malformed generation record") from None
+    return done
+
+
+def evaluate(cfg: Config) -> Path:
+    """Evaluate a model with K sequential attempts; returns the evaluation folder."""
+    model_path, eval_root = choose_model(cfg)
+    problems, stem = load_test_problems(cfg)
+    greedy = cfg.eval.temperature == 0
+    name = cfg.eval.name or f"{stem}_k{cfg.eval.attempts}" + ("" if greedy else f"_t{cfg.eval.temperature:g}")
+    out = eval_root / name
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = settings_fingerprint(cfg, model_path, problems)
+    settings = out / "settings.json"
+    if settings.exists() and json.loads(settings.read_text()) != fingerprint:
+        raise ScoreError(f"{out} holds an evaluation with other settings; choose another eval.name")
+    settings.write_text(json.dumps(fingerprint, indent=2))
+
+    generations = out / "generations.jsonl"
+    done = read_generations(generations)
+    todo = [p for p in problems if p.id not in done]
+    if todo:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        model = load_model(model_path, cfg.model, dtype).to(device).eval()
+        rollout_cfg = type(cfg.rollout)(**{**vars(cfg.rollout), "max_new_tokens": cfg.eval.max_new_tokens})
+        print(f"evaluating {model_path} on {len(todo)} problems ({len(done)} already done) -> {out}")
+        with tqdm(total=len(problems), initial=len(done), desc="evaluate") as bar, generations.open("a") as f:
+            for start in range(0, len(todo), cfg.eval.batch_size):
+                batch = todo[start : start + cfg.eval.batch_size]
+                rollout = generate_rollouts(
+                    model,
+                    tokenizer,
+                    batch,
+                    rollout_cfg,
+                    cfg.prompts,
+                    attempts=cfg.eval.attempts,
+                    samples_per_prompt=1,
+                    greedy=greedy,
+                    temperature=cfg.eval.temperature or None,
+                )
+                for row, problem in enumerate(batch):
+                    record = generation_record(problem, rollout, row)
+                    done[problem.id] = record
+                    f.write(json.dumps(record) + "\n")
+                f.flush()
+                bar.update(len(batch))
+                bar.set_postfix(acc_t1=f"{rollout.rewards[:, 0].mean():.3f}")
+
+    records = [done[p.id] for p in problems]
+    metrics = compute_metrics(records)
+    metrics["by_subject"] = grouped_metrics(records, "subject")
+    metrics["by_level"] = grouped_metrics(records, "level")
+    metrics["model"] = str(model_path)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    label = f"{model_path.parent.name}/{model_path.name}"
+    compare = [compare_row(resolve_path(d)) for d in cfg.eval.compare]
+    (out / "results.md").write_text(results_markdown(label, metrics, compare))
+    plot_accuracy(metrics, out / "accuracy.png")
+    run_metrics = eval_root.parent / "metrics.jsonl"
+    if run_metrics.exists():
+        plot_training(run_metrics, out / "training.png")
+    print(results_table(compare + [(label, metrics)]))
+    print(f"results: {out / 'results.md'}")
+    return out
+
+
+def compare_row(folder: Path) -> tuple[str, dict]:
+    path = folder / "metrics.json"
+    if not path.is_file():
+        raise ScoreError(f"eval.compare: {path} not found (give evaluation folders that hold metrics.json)")
+    metrics = json.loads(path.read_text())
+    model = Path(metrics.get("model", folder.name))
+    return f"{model.parent.name}/{model.name}", metrics
+
+
+def generation_record(problem: Problem, rollout, row: int) -> dict:
+    return {
+        "id": problem.id,
+        "subject": problem.subject,
+        "level": problem.level,
+        "gold": problem.answer,
+        "attempts": [
+            {
+                "text": text,
+                "answer": extract_answer(text),
+                "correct": bool(rollout.rewards[row, k] > 0.5),
+                "truncated": bool(rollout.truncated[row, k]),
+            }
+            for k, text in enumerate(rollout.texts[row])
+        ],
+    }

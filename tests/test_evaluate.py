@@ -1,0 +1,130 @@
+import json
+from pathlib import Path
+
+import pytest
+from score import evaluate as ev
+from score.config import REPO_ROOT, ScoreError, load_config
+
+
+def record(pid: str, *correct: bool, subject: str = "Algebra", level: int = 1) -> dict:
+    attempts = [{"text": "", "answer": "1" if c else None, "correct": c, "truncated": False} for c in correct]
+    return {"id": pid, "subject": subject, "level": level, "gold": "1", "attempts": attempts}
+
+
+def hand_records() -> list[dict]:
+    # 10 problems: 3 right twice, 2 wrong->right, 1 right->wrong, 4 wrong twice.
+    pattern = [(1, 1)] * 3 + [(0, 1)] * 2 + [(1, 0)] + [(0, 0)] * 4
+    return [
+        record(f"p{i}", bool(a), bool(b), subject="Algebra" if i < 5 else "Geometry", level=1 + i % 2)
+        for i, (a, b) in enumerate(pattern)
+    ]
+
+
+def test_paper_metrics_by_hand():
+    m = ev.compute_metrics(hand_records())
+    assert m["n"] == 10 and m["attempts"] == 2
+    assert m["accuracy_t1"] == pytest.approx(0.4)  # 3 + 1
+    assert m["accuracy_t2"] == pytest.approx(0.5)  # 3 + 2
+    assert m["delta"] == pytest.approx(0.1)
+    assert m["delta_i_to_c"] == pytest.approx(0.2)
+    assert m["delta_c_to_i"] == pytest.approx(0.1)
+    assert m["delta"] == pytest.approx(m["delta_i_to_c"] - m["delta_c_to_i"])
+    assert m["no_answer_t1"] == 6 and m["no_answer_t2"] == 5
+
+
+def test_intervals_by_hand():
+    low, high = ev.wilson_interval(5, 10)
+    assert (round(low, 4), round(high, 4)) == (0.2366, 0.7634)
+    assert ev.wilson_interval(0, 20)[0] == 0.0 and ev.wilson_interval(0, 0) == (0.0, 0.0)
+    # differences [1, 1, -1, 0]: mean 0.25, sample sd sqrt(11/12), half width 1.96 * sd / 2
+    low, high = ev.paired_interval([1, 1, -1, 0])
+    half = 1.959963984540054 * (11 / 12) ** 0.5 / 2
+    assert low == pytest.approx(0.25 - half) and high == pytest.approx(0.25 + half)
+
+
+def test_three_attempts_and_groups():
+    records = [record("a", False, True, True), record("b", True, False, True), record("c", False, False, False)]
+    m = ev.compute_metrics(records)
+    assert [m[f"accuracy_t{k}"] for k in (1, 2, 3)] == pytest.approx([1 / 3, 1 / 3, 2 / 3])
+    assert m["delta_i_to_c_t2_t3"] == pytest.approx(1 / 3) and m["delta_c_to_i_t2_t3"] == 0
+    groups = ev.grouped_metrics(hand_records(), "subject")
+    assert groups["Algebra"]["accuracy_t1"] == pytest.approx(0.6) and groups["Geometry"]["n"] == 5
+
+
+def test_results_table_in_percent():
+    table = ev.results_table([("base", ev.compute_metrics(hand_records()))])
+    assert "| Model | Accuracy@t1 | Accuracy@t2 | Δ(t1,t2) | Δ i→c | Δ c→i | n |" in table
+    assert "| base | 40.0 | 50.0 | 10.0 | 20.0 | 10.0 | 10 |" in table
+
+
+def eval_config(tmp_path: Path, model: Path, data: Path, *overrides: str):
+    return load_config(
+        REPO_ROOT / "configs" / "tiny.yaml",
+        [
+            f"eval.model={model}",
+            f"eval.source={data}",
+            f"train.output_dir={tmp_path / 'runs'}",
+            "eval.max_new_tokens=6",
+            "eval.max_problems=6",
+            "prompts.first_turn=Solve.",
+            "prompts.correction=Again.",
+            *overrides,
+        ],
+    )
+
+
+def test_evaluate_tiny_model_end_to_end_and_resume(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch):
+    cfg = eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.batch_size=4")
+    out = ev.evaluate(cfg)
+    assert out == tmp_path / "runs" / "base-model" / "eval" / "math_k2"
+    for name in ("generations.jsonl", "metrics.json", "results.md", "accuracy.png"):
+        assert (out / name).is_file(), name
+    lines = (out / "generations.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and all(len(json.loads(line)["attempts"]) == 2 for line in lines)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 6 and set(metrics["by_level"]) and set(metrics["by_subject"])
+    assert "Accuracy@t1" in (out / "results.md").read_text()
+
+    # An interruption mid-write: three whole records and one cut short. Only the missing three are redone.
+    (out / "generations.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])
+    generated = []
+    real = ev.generate_rollouts
+
+    def counting(model, tokenizer, problems, *args, **kwargs):
+        generated.extend(p.id for p in problems)
+        return real(model, tokenizer, problems, *args, **kwargs)
+
+    monkeypatch.setattr(ev, "generate_rollouts", counting)
+    ev.evaluate(cfg)
+    assert sorted(generated) == sorted(json.loads(line)["id"] for line in lines[3:])
+    assert json.loads((out / "metrics.json").read_text()) == metrics  # greedy: the same numbers
+
+    with pytest.raises(ScoreError, match="other settings"):
+        ev.evaluate(eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.max_new_tokens=7"))
+
+
+def test_compare_table_and_missing_compare(tmp_path, tiny_model_dir, sample_jsonl):
+    first = ev.evaluate(eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.attempts=3", "eval.name=three"))
+    assert "accuracy_t3" in json.loads((first / "metrics.json").read_text())
+    second = ev.evaluate(eval_config(tmp_path, tiny_model_dir, sample_jsonl, f"eval.compare=[{first}]"))
+    table = (second / "results.md").read_text().split("\n\n")[1].splitlines()
+    assert len(table) == 4  # header, rule, the compared evaluation, this one
+    assert table[2].endswith(" 6 |") and table[3].endswith(" 6 |")
+    with pytest.raises(ScoreError, match="metrics.json"):
+        ev.evaluate(eval_config(tmp_path, tiny_model_dir, sample_jsonl, f"eval.compare=[{tmp_path / 'nope'}]"))
+
+
+def test_training_plot(tmp_path):
+    rows = [
+        {"step": s, "stage": 1 if s <= 2 else 2, "reward_t1": 0.1 * s, "reward_t2": 0.2, "kl_t1": 0.0, "kl_t2": 0.01}
+        for s in range(1, 5)
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert ev.plot_training(tmp_path / "metrics.jsonl", tmp_path / "training.png")
+    assert (tmp_path / "training.png").stat().st_size > 1000
+
+
+def test_no_trained_run_is_a_clear_error(tmp_path, sample_jsonl):
+    cfg = load_config(None, [f"train.output_dir={tmp_path}", f"eval.source={sample_jsonl}"])
+    with pytest.raises(ScoreError, match="eval.model"):
+        ev.evaluate(cfg)
