@@ -20,6 +20,8 @@ TASKS = {
     "build the embedded tiny model and sample problems instead (no network)",
     "train": "run SCoRe: Stage I then Stage II (train.*), writing saved_models/<run_name>/",
     "evaluate": "two-attempt evaluation (eval.*) with the paper's metrics table",
+    "experiment": "base vs direct multi-turn RL vs shaping vs SCoRe over several seeds (experiment.*), "
+    "mean and std table",
 }
 
 
@@ -68,10 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             from score.trainer import train
 
             train(cfg)
-        else:
+        elif args.task == "evaluate":
             from score.evaluate import evaluate
 
             evaluate(cfg)
+        else:
+            from score.experiment import run_experiment
+
+            run_experiment(cfg)
     except ScoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

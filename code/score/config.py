@@ -150,6 +150,16 @@ class DownloadConfig:
 
 
 @dataclass
+class ExperimentConfig:
+    name: str = _help("Folder under train.output_dir for --task experiment.", "experiment")
+    seeds: list[int] = _help("Seeds of every trained row.", [0, 1, 2])
+    rows: list[str] = _help(
+        "Rows: base, stage2_no_shaping (direct multi-turn RL), stage2_shaping, score.",
+        ["base", "stage2_no_shaping", "stage2_shaping", "score"],
+    )
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -159,6 +169,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     grader: GraderConfig = field(default_factory=GraderConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -251,6 +262,11 @@ def validate(cfg: Config, origin: str) -> None:
             raise ScoreError(f"{section}.{key} ({origin}): must not be negative")
     if cfg.rollout.top_p > 1:
         raise ScoreError(f"rollout.top_p ({origin}): must be in (0, 1]")
+    for row in cfg.experiment.rows:
+        if row not in ("base", "stage2_no_shaping", "stage2_shaping", "score"):
+            raise ScoreError(f"experiment.rows ({origin}): unknown row {row!r}")
+    if not cfg.experiment.seeds:
+        raise ScoreError(f"experiment.seeds ({origin}): give at least one seed")
     for level in cfg.data.levels:
         if level not in range(1, 6):
             raise ScoreError(f"data.levels ({origin}): {level} is not a MATH level 1-5")

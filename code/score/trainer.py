@@ -74,11 +74,13 @@ def step_problems(
     the data follows from the step alone and a resumed run sees exactly the problems it would have seen."""
     per_process = batch_size // world
     start = step * batch_size + rank * per_process
+    orders = {}
     chosen = []
     for index in range(start, start + per_process):
         epoch, offset = divmod(index, len(problems))
-        order = torch.randperm(len(problems), generator=torch.Generator().manual_seed(seed + epoch))
-        chosen.append(problems[order[offset]])
+        if epoch not in orders:
+            orders[epoch] = torch.randperm(len(problems), generator=torch.Generator().manual_seed(seed + epoch))
+        chosen.append(problems[orders[epoch][offset]])
     return chosen
 
 
@@ -205,8 +207,7 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     policy = load_model(model_path, cfg.model, policy_dtype)
     if cfg.model.gradient_checkpointing:
-        policy.gradient_checkpointing_enable()
-        policy.config.use_cache = False
+        policy.gradient_checkpointing_enable()  # generation in eval mode still uses the KV cache
     reference = load_model(model_path, cfg.model, reference_dtype).to(accelerator.device).eval()
     reference.requires_grad_(False)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=t.lr, weight_decay=t.weight_decay)
