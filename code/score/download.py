@@ -270,6 +270,9 @@ def build_builtin(model: ModelConfig, data: DataConfig, evaluation: EvalConfig) 
 
 
 def download(cfg: Config) -> None:
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()  # offline, each retry would print a warning before our one error line
     if cfg.download.builtin:
         build_builtin(cfg.model, cfg.data, cfg.eval)
         return
