@@ -88,12 +88,12 @@ def test_sample_problems_cover_math(sample_rows):
     assert 30 <= len(sample_rows) <= 40
     ids = [row["unique_id"] for row in sample_rows]
     assert len(set(ids)) == len(ids)
-    assert {row["subject"] for row in sample_rows} == set(tiny.SUBJECT_FOLDERS)
+    assert {row["subject"] for row in sample_rows} == set(tiny.MATH_SUBJECTS)
     assert {row["level"] for row in sample_rows} == {1, 2, 3, 4, 5}
     assert {i.split("/")[0] for i in ids} == {"train", "test"}
     for row in sample_rows:
         assert re.fullmatch(r"(train|test)/[a-z_]+/\d+\.json", row["unique_id"])
-        assert row["unique_id"].split("/")[1] == tiny.SUBJECT_FOLDERS[row["subject"]]
+        assert row["unique_id"].split("/")[1] == tiny.subject_key(row["subject"])
         assert extract_answer(row["solution"]) == row["answer"]
 
 

@@ -16,6 +16,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config,
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from score.config import CORRECTION_PROMPT, FIRST_TURN_PROMPT
+from score.data import MATH_SUBJECTS, subject_key
 
 IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 
@@ -30,17 +31,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-# MATH subject name -> folder name in the original MATH.tar layout.
-SUBJECT_FOLDERS = {
-    "Algebra": "algebra",
-    "Counting & Probability": "counting_and_probability",
-    "Geometry": "geometry",
-    "Intermediate Algebra": "intermediate_algebra",
-    "Number Theory": "number_theory",
-    "Prealgebra": "prealgebra",
-    "Precalculus": "precalculus",
-}
-FOLDER_SUBJECTS = {folder: subject for subject, folder in SUBJECT_FOLDERS.items()}
+FOLDER_SUBJECTS = {subject_key(subject): subject for subject in MATH_SUBJECTS}
 
 # (unique_id, level, problem, worked solution ending in \boxed{answer}, answer). Written for this project.
 _PROBLEMS = [
