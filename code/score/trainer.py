@@ -149,6 +149,13 @@ def save_checkpoint(accelerator: Accelerator, files: RunFiles, step: int, stage:
     accelerator.wait_for_everyone()
 
 
+def clock() -> float:
+    """perf_counter once queued GPU work has run, so each phase is charged its own kernels."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def micro_batches(rollout: Rollout, size: int):
     """Row slices of the rollout, each trimmed to its longest conversation (padding is on the right)."""
     for start in range(0, rollout.input_ids.shape[0], size):
@@ -234,12 +241,12 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
     times = {}
 
     def timed_rewards(texts: list[str], probs: list[Problem]) -> list[float]:
-        began = time.perf_counter()
+        began = clock()
         if reward_fn is not None:
             scores = reward_fn(texts, probs)
         else:
             scores = grade(texts, [p.answer for p in probs], cfg.grader.workers, cfg.grader.timeout)
-        times["score"] += time.perf_counter() - began
+        times["score"] += clock() - began
         return scores
 
     for step in range(start, len(schedule)):
@@ -247,7 +254,7 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
         batch = step_problems(problems, step, t.batch_size, rank, world, seed=cfg.data.seed + 1)
         times.update(generate=0.0, score=0.0, reference=0.0, backward=0.0)
 
-        began = time.perf_counter()
+        began = clock()
         with accelerator.autocast():
             rollout = generate_rollouts(
                 accelerator.unwrap_model(policy),
@@ -259,7 +266,7 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
                 samples_per_prompt=cfg.rollout.samples_per_prompt,
                 reward_fn=timed_rewards,
             )
-        times["generate"] = time.perf_counter() - began - times["score"]
+        times["generate"] = clock() - began - times["score"]
 
         device = accelerator.device
         advantages = objectives.attempt_advantages(
@@ -269,17 +276,18 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
         units = objectives.loss_units(rollout.attempt_mask, t.loss_aggregation).to(device)
         # DDP averages gradients over processes, so each process divides by global units / world.
         normalizer = accelerator.reduce(units, reduction="sum") / world
-        totals = {"loss": 0.0, "entropy": 0.0, **{f"kl_t{k}": 0.0 for k in range(1, t.attempts + 1)}}
+        # loss, entropy sum, KL sum per attempt: kept on the device, read once per step
+        sums = torch.zeros(2 + t.attempts, device=device, dtype=torch.float64)
         steps_in_batch = math.ceil(conversations / t.micro_batch_size)
         for index, (input_ids, attention_mask, mask, rows) in enumerate(micro_batches(rollout, t.micro_batch_size)):
             input_ids, attention_mask, mask = input_ids.to(device), attention_mask.to(device), mask.to(device)
-            began = time.perf_counter()
+            began = clock()
             with torch.no_grad(), accelerator.autocast():
                 ref_logits = reference(input_ids=input_ids, attention_mask=attention_mask).logits
                 ref_logp = objectives.token_logprobs(ref_logits, input_ids)
             del ref_logits
-            times["reference"] += time.perf_counter() - began
-            began = time.perf_counter()
+            times["reference"] += clock() - began
+            began = clock()
             last = index == steps_in_batch - 1
             with accelerator.no_sync(policy) if not last else nullcontext(), accelerator.autocast():
                 logits = policy(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -296,14 +304,14 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
                 )
                 accelerator.backward(loss)
             with torch.no_grad():
-                totals["entropy"] += (objectives.token_entropy(logits) * (mask > 0)).sum().item()
+                sums[0] += loss.detach() / world
+                sums[1] += (objectives.token_entropy(logits) * (mask > 0)).sum()
+                sums[2:] += stats["kl_sum"]
             del logits
-            totals["loss"] += loss.item() / world
-            for k in range(t.attempts):
-                totals[f"kl_t{k + 1}"] += stats["kl_sum"][k].item()
-            times["backward"] += time.perf_counter() - began
+            times["backward"] += clock() - began
 
-        loss_total = accelerator.reduce(torch.tensor(totals["loss"], device=device), reduction="sum").item()
+        sums = accelerator.reduce(sums, reduction="sum").cpu()
+        loss_total = sums[0].item()
         if not math.isfinite(loss_total):
             optimizer.zero_grad(set_to_none=True)
             failures += 1
@@ -320,7 +328,7 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
-        record = step_record(accelerator, rollout, totals, times, step, stage, scheduler, grad_norm)
+        record = step_record(accelerator, rollout, sums, times, step, stage, scheduler, grad_norm)
         logger.log(record)
         bar.set_postfix({k: f"{record[k]:.3f}" for k in ("reward_t1", "reward_t2", "kl_t1") if k in record})
         bar.update(1)
@@ -356,8 +364,10 @@ def check_replicas_agree(accelerator: Accelerator, policy) -> None:
         print(f"weights identical on {accelerator.num_processes} processes")
 
 
-def step_record(accelerator, rollout, totals, times, step, stage, scheduler, grad_norm) -> dict:
-    """One metrics.jsonl line, with every quantity averaged over all processes' conversations."""
+def step_record(accelerator, rollout, summed, times, step, stage, scheduler, grad_norm) -> dict:
+    """One metrics.jsonl line, with every quantity averaged over all processes' conversations.
+
+    summed: loss, entropy sum and KL sum per attempt, already summed over processes."""
     device = accelerator.device
     rewards = accelerator.gather(rollout.rewards.to(device)).cpu()
     lengths = accelerator.gather(rollout.lengths.to(device)).float().cpu()
@@ -365,8 +375,6 @@ def step_record(accelerator, rollout, totals, times, step, stage, scheduler, gra
     attempts = rewards.shape[1]
     counts = torch.stack([(rollout.attempt_mask == k).sum() for k in range(1, attempts + 1)]).to(device)
     token_counts = accelerator.reduce(counts, reduction="sum").cpu()
-    sums = [totals["loss"], totals["entropy"]] + [totals[f"kl_t{k}"] for k in range(1, attempts + 1)]
-    summed = accelerator.reduce(torch.tensor(sums, device=device, dtype=torch.float64), reduction="sum").cpu()
     record = {"step": step + 1, "stage": stage, "loss": summed[0].item()}
     for k in range(attempts):
         record[f"reward_t{k + 1}"] = rewards[:, k].mean().item()
