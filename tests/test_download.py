@@ -272,7 +272,7 @@ def test_builtin_builds_tiny_model_and_samples(tmp_path, layout):
     from transformers import AutoConfig
 
     cfg = make_config(tmp_path)
-    cfg.download.builtin = True
+    cfg.download.builtin = "tiny"
     cfg.model = ModelConfig(name="tiny-qwen2", base_dir=str(tmp_path / "base"))
     ids = tmp_path / "data" / "math500_ids.txt"
     if layout:

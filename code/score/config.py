@@ -146,7 +146,11 @@ class DownloadConfig:
     data_dir: str = _help("Where MATH is extracted.", "data")
     model: bool = _help("Download the base model.", True)
     math: bool = _help("Download MATH and the MATH-500 id list.", True)
-    builtin: bool = _help("Build the embedded tiny model and sample problems locally instead (no network).", False)
+    builtin: str = _help(
+        "Build locally instead of downloading (no network): tiny (random tiny model + sample problems), "
+        "testbed (synthetic addition task + SFT base model, see score/testbed.py), or empty.",
+        "",
+    )
 
 
 @dataclass
@@ -185,6 +189,7 @@ CHOICES = {
     ("train", "baseline"): {"loo", "batch", "none"},
     ("train", "loss_aggregation"): {"token_mean", "seq_mean"},
     ("train", "attempts"): {1, 2},
+    ("download", "builtin"): {"", "tiny", "testbed"},
 }
 POSITIVE = {
     ("rollout", "max_new_tokens"), ("rollout", "samples_per_prompt"), ("rollout", "generation_batch_size"),

@@ -273,8 +273,13 @@ def download(cfg: Config) -> None:
     from huggingface_hub.utils import logging as hub_logging
 
     hub_logging.set_verbosity_error()  # offline, each retry would print a warning before our one error line
-    if cfg.download.builtin:
+    if cfg.download.builtin == "tiny":
         build_builtin(cfg.model, cfg.data, cfg.eval)
+        return
+    if cfg.download.builtin == "testbed":
+        from score.testbed import build_testbed
+
+        build_testbed(cfg)
         return
     if cfg.download.model:
         download_model(cfg.model)

@@ -1,6 +1,6 @@
 """A tiny local model kit: tokenizer, random Qwen2 model and sample MATH-style problems.
 
-One implementation serves the tests, `--task download` with `download.builtin=true` and CPU runs: nothing here
+One implementation serves the tests, `--task download` with `download.builtin=tiny` and CPU runs: nothing here
 touches the network. The problems are written by this project (not taken from any dataset); their answers are
 checked by the tests.
 """

@@ -330,7 +330,7 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
 
         record = step_record(accelerator, rollout, sums, times, step, stage, scheduler, grad_norm)
         logger.log(record)
-        bar.set_postfix({k: f"{record[k]:.3f}" for k in ("reward_t1", "reward_t2", "kl_t1") if k in record})
+        bar.set_postfix({k: f"{record[k]:.3f}" for k in ("reward_t1", "reward_t2", "kl_t1", "kl_t2") if k in record})
         bar.update(1)
         done = step + 1
         if t.sample_every and done % t.sample_every == 0:
