@@ -182,3 +182,31 @@ def test_base_model_build_is_seeded(tmp_path):
     weights = [AutoModelForCausalLM.from_pretrained(p).state_dict() for p in paths]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+def test_short_end_to_end_on_the_testbed(tmp_path):
+    """The testbed config runs through the unchanged train and evaluate tasks (tiny budget)."""
+    from score.config import REPO_ROOT, load_config
+    from score.evaluate import evaluate
+    from score.trainer import train
+
+    cfg = load_config(
+        REPO_ROOT / "configs" / "testbed.yaml",
+        [
+            f"model.base_dir={tmp_path / 'base_models'}",
+            f"data.source={tmp_path / 'train.jsonl'}",
+            f"eval.source={tmp_path / 'test.jsonl'}",
+            f"train.output_dir={tmp_path / 'runs'}",
+            "train.stage1_steps=1",
+            "train.stage2_steps=1",
+            "train.batch_size=4",
+            "train.micro_batch_size=8",
+            "rollout.max_new_tokens=12",
+            "eval.max_new_tokens=12",
+        ],
+    )
+    testbed.build_testbed(cfg, train_problems=30, test_problems=8, steps=3, problems=40, log_every=0)
+    run = train(cfg)
+    assert [json.loads(line)["stage"] for line in (run / "metrics.jsonl").open()] == [1, 2]
+    metrics = json.loads((evaluate(cfg) / "metrics.json").read_text())
+    assert metrics["n"] == 8 and metrics["attempts"] == 2
