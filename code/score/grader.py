@@ -654,18 +654,23 @@ def _neg(a: Poly) -> Poly:
     return {m: -c for m, c in a.items()}
 
 
+def _reduce_i(powers: dict) -> int:
+    """Fold i^e in a monomial's powers (in place) into i^(e mod 2); returns the sign from i^2 = -1."""
+    if "i" not in powers:
+        return 1
+    e = powers.pop("i") % 4
+    if e % 2:
+        powers["i"] = 1
+    return -1 if e >= 2 else 1
+
+
 def _mono_mul(m1: tuple, m2: tuple) -> tuple[tuple, int]:
     if not m1 or not m2:
         return m1 or m2, 1
     powers = dict(m1)
     for name, e in m2:
         powers[name] = powers.get(name, 0) + e
-    sign = 1
-    if "i" in powers:
-        e = powers.pop("i") % 4
-        sign = -1 if e >= 2 else 1
-        if e % 2:
-            powers["i"] = 1
+    sign = _reduce_i(powers)
     return tuple(sorted(powers.items())), sign
 
 
@@ -736,12 +741,7 @@ def _power(base: Poly, exp: Poly) -> Poly:
         if abs(c) != 1 and bits * n > MAX_BITS or n * max((e for _, e in mono), default=0) > MAX_BITS:
             raise _Reject
         powers = {name: e * n for name, e in mono}
-        sign = 1
-        if "i" in powers:
-            e = powers.pop("i") % 4
-            sign = -1 if e >= 2 else 1
-            if e % 2:
-                powers["i"] = 1
+        sign = _reduce_i(powers)
         return {tuple(sorted(powers.items())): _check(sign * c**n)}
     if n > 64:
         raise _NotExact
