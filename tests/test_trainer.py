@@ -11,6 +11,14 @@ from score.config import REPO_ROOT, ScoreError, load_config
 from score.data import load_math
 from score.trainer import stage_schedule, step_problems, train
 
+# 4 problems x 4 samples in one micro-batch, a fast lr, no checkpoints: the learning tests' step
+RL_BATCH = [
+    "train.batch_size=4",
+    "rollout.samples_per_prompt=4",
+    "train.micro_batch_size=16",
+    "train.lr=3e-3",
+    "train.save_every=0",
+]
 SHORT_PROMPTS = ["prompts.first_turn=Solve.", "prompts.correction=Again."]  # short sequences keep CPU tests fast
 
 
@@ -68,11 +76,7 @@ def test_learning_raises_reward(tmp_path, tiny_model_dir, sample_jsonl):
         sample_jsonl,
         "train.stage1_steps=30",
         "train.stage2_steps=0",
-        "train.batch_size=4",
-        "rollout.samples_per_prompt=4",
-        "train.micro_batch_size=16",
-        "train.lr=3e-3",
-        "train.save_every=0",
+        *RL_BATCH,
     )
     rows = metrics(train(cfg, reward_fn=contains("y")))
     assert len(rows) == 30 and all(r["stage"] == 1 for r in rows)
@@ -92,11 +96,7 @@ def test_stage1_beta2_holds_attempt_one(tmp_path, tiny_model_dir, sample_jsonl):
             sample_jsonl,
             "train.stage1_steps=20",
             "train.stage2_steps=0",
-            "train.batch_size=4",
-            "rollout.samples_per_prompt=4",
-            "train.micro_batch_size=16",
-            "train.lr=3e-3",
-            "train.save_every=0",
+            *RL_BATCH,
             f"train.beta2={beta2}",
             "train.beta1=0",
             "train.kl_estimator=k1",

@@ -261,7 +261,6 @@ def evaluate(cfg: Config) -> Path:
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         model = load_model(model_path, cfg.model, dtype).to(device).eval()
-        rollout_cfg = type(cfg.rollout)(**{**vars(cfg.rollout), "max_new_tokens": cfg.eval.max_new_tokens})
         print(f"evaluating {model_path} on {len(todo)} problems ({len(done)} already done) -> {out}")
         with tqdm(total=len(problems), initial=len(done), desc="evaluate") as bar, generations.open("a") as f:
             for start in range(0, len(todo), cfg.eval.batch_size):
@@ -270,9 +269,11 @@ def evaluate(cfg: Config) -> Path:
                     model,
                     tokenizer,
                     batch,
-                    rollout_cfg,
+                    cfg.rollout,
                     cfg.prompts,
                     attempts=cfg.eval.attempts,
+                    max_new_tokens=cfg.eval.max_new_tokens,
+                    batch_size=cfg.eval.batch_size,
                     samples_per_prompt=1,
                     greedy=greedy,
                     temperature=cfg.eval.temperature or None,
