@@ -37,8 +37,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
+from score import logs, models, tiny, trainer  # noqa: E402
 from score import rollout as rollout_module  # noqa: E402
-from score import tiny, trainer  # noqa: E402
 from score.config import REPO_ROOT, Config, ScoreError, load_config  # noqa: E402
 
 # Qwen2.5-1.5B(-Instruct) config.json: the shape the paper's runs train.
@@ -153,7 +153,7 @@ class Probe:
 def observed_train(cfg: Config, probe: Probe) -> None:
     """score.trainer.train with the probe attached (see the module docstring); nothing saved."""
 
-    class MarkingLogger(trainer.MetricsLogger):
+    class MarkingLogger(logs.MetricsLogger):
         def log(self, record: dict) -> None:
             probe.step_logged(record)
             super().log(record)
@@ -316,7 +316,7 @@ def main() -> None:
         probe = Probe(cfg.train.micro_batch_size)
         observed_train(cfg, probe)
         parameters = count_parameters(Path(cfg.model.name))
-    policy_dtype, reference_dtype, mixed_precision = trainer.weight_dtypes(cfg.model, device.type == "cuda")
+    policy_dtype, reference_dtype, mixed_precision = models.weight_dtypes(cfg.model, device.type == "cuda")
 
     settings = {
         "model": args.model,

@@ -19,8 +19,8 @@ from transformers import AutoTokenizer
 from score.config import Config, ScoreError, resolve_path
 from score.data import Problem, load_math
 from score.grader import extract_answer
+from score.models import load_model, resolve_model_path
 from score.rollout import generate_rollouts
-from score.trainer import load_model, resolve_model_path
 
 Z95 = 1.959963984540054
 

@@ -13,52 +13,24 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from score import objectives
-from score.config import Config, ModelConfig, ScoreError, resolve_path
+from score.checkpoints import RunFiles, keep_logged_steps, save_checkpoint, save_model
+from score.config import Config, ScoreError, resolve_path
 from score.data import Problem, load_math
 from score.grader import rewards as grade
+from score.logs import MetricsLogger, step_record
+from score.models import load_model, resolve_model_path, weight_dtypes
 from score.rollout import RewardFn, Rollout, generate_rollouts
-
-SAMPLES_LOGGED = 4  # conversations written to samples.jsonl each time
-
-
-def resolve_model_path(name: str, base_dir: str) -> Path:
-    """A downloaded model under base_dir/<name>, else `name` itself as a local folder."""
-    for candidate in (resolve_path(base_dir) / name, resolve_path(name)):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise ScoreError(
-        f"model '{name}' not found in {resolve_path(base_dir)} or as a folder; "
-        "run `python code/main.py --task download` first"
-    )
-
-
-def load_model(path: Path, model: ModelConfig, dtype: torch.dtype) -> torch.nn.Module:
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=model.attn_implementation)
-
-
-def weight_dtypes(model: ModelConfig, on_gpu: bool) -> tuple[torch.dtype, torch.dtype, str]:
-    """(policy dtype, reference dtype, accelerate mixed precision).
-
-    `auto` keeps fp32 master weights under bf16 autocast on GPU: at the paper's lr (5e-6) most bf16 weight
-    updates would round away. The frozen reference needs no master copy and stays in bf16.
-    """
-    if model.dtype == "auto":
-        return (torch.float32, torch.bfloat16, "bf16") if on_gpu else (torch.float32, torch.float32, "no")
-    dtype = getattr(torch, model.dtype)
-    return dtype, dtype, "no"
 
 
 def stage_schedule(cfg: Config) -> list[int]:
@@ -84,71 +56,6 @@ def step_problems(
     return chosen
 
 
-@dataclass
-class RunFiles:
-    """Everything a run writes, under saved_models/<run_name>/."""
-
-    root: Path
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def samples(self) -> Path:
-        return self.root / "samples.jsonl"
-
-    def latest_checkpoint(self) -> Path | None:
-        steps = sorted(self.checkpoints.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
-        return steps[-1] if steps else None
-
-
-def save_atomically(target: Path, write) -> None:
-    """write(tmp_dir) then rename: a crash never leaves a half-written folder at `target`."""
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def save_model(accelerator: Accelerator, policy, tokenizer, target: Path) -> None:
-    state = accelerator.get_state_dict(policy)  # every process joins (sharded setups gather here)
-    if accelerator.is_main_process:
-        model = accelerator.unwrap_model(policy)
-
-        def write(tmp: Path) -> None:
-            model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-
-        save_atomically(target, write)
-    accelerator.wait_for_everyone()
-
-
-def save_checkpoint(accelerator: Accelerator, files: RunFiles, step: int, stage: int, keep: int) -> None:
-    target = files.checkpoints / f"step_{step}"
-    tmp = target.with_name(target.name + ".tmp")
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))  # model, optimizer, scheduler, RNG states of every process
-    if accelerator.is_main_process:
-        state = {"step": step, "stage": stage, "data_position": step}
-        (tmp / "trainer_state.json").write_text(json.dumps(state))
-        tmp.rename(target)
-        for old in sorted(files.checkpoints.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[:-keep]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-
 def clock() -> float:
     """perf_counter once queued GPU work has run, so each phase is charged its own kernels."""
     if torch.cuda.is_available():
@@ -168,14 +75,6 @@ def micro_batches(rollout: Rollout, size: int):
             rollout.attempt_mask[rows, cols],
             rows,
         )
-
-
-def transition_rates(rewards: torch.Tensor) -> tuple[float, float]:
-    """Among conversations: fraction wrong at t1 and right at t2 (i->c), right then wrong (c->i)."""
-    if rewards.shape[1] < 2:
-        return 0.0, 0.0
-    right1, right2 = rewards[:, 0] > 0.5, rewards[:, 1] > 0.5
-    return (~right1 & right2).float().mean().item(), (right1 & ~right2).float().mean().item()
 
 
 def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
@@ -362,82 +261,3 @@ def check_replicas_agree(accelerator: Accelerator, policy) -> None:
         raise ScoreError(f"model weights differ across processes: {checksums.tolist()}")
     if accelerator.is_main_process:
         print(f"weights identical on {accelerator.num_processes} processes")
-
-
-def step_record(accelerator, rollout, summed, times, step, stage, scheduler, grad_norm) -> dict:
-    """One metrics.jsonl line, with every quantity averaged over all processes' conversations.
-
-    summed: loss, entropy sum and KL sum per attempt, already summed over processes."""
-    device = accelerator.device
-    rewards = accelerator.gather(rollout.rewards.to(device)).cpu()
-    lengths = accelerator.gather(rollout.lengths.to(device)).float().cpu()
-    truncated = accelerator.gather(rollout.truncated.to(device)).float().cpu()
-    attempts = rewards.shape[1]
-    counts = torch.stack([(rollout.attempt_mask == k).sum() for k in range(1, attempts + 1)]).to(device)
-    token_counts = accelerator.reduce(counts, reduction="sum").cpu()
-    record = {"step": step + 1, "stage": stage, "loss": summed[0].item()}
-    for k in range(attempts):
-        record[f"reward_t{k + 1}"] = rewards[:, k].mean().item()
-    record["i_to_c"], record["c_to_i"] = transition_rates(rewards)
-    for k in range(attempts):
-        record[f"kl_t{k + 1}"] = (summed[2 + k] / token_counts[k].clamp(min=1)).item()
-    record["entropy"] = (summed[1] / token_counts.sum().clamp(min=1)).item()
-    for k in range(attempts):
-        record[f"length_t{k + 1}"] = lengths[:, k].mean().item()
-        record[f"truncated_t{k + 1}"] = truncated[:, k].mean().item()
-    record["lr"] = scheduler.get_last_lr()[0]
-    if grad_norm is not None:
-        record["grad_norm"] = float(grad_norm)
-    record.update({f"seconds_{name}": value for name, value in times.items()})
-    return record
-
-
-def keep_logged_steps(files: RunFiles, upto: int) -> None:
-    """On resume, drop log lines of steps after the checkpoint: they will be run again."""
-    for path in (files.metrics, files.samples):
-        if path.exists():
-            lines = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= upto]
-            path.write_text("".join(line + "\n" for line in lines))
-
-
-class MetricsLogger:
-    """metrics.jsonl, samples.jsonl and TensorBoard, written by the main process only."""
-
-    def __init__(self, files: RunFiles, enabled: bool):
-        self.files, self.enabled = files, enabled
-        self.writer = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(files.root / "tensorboard"))
-
-    def log(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        with self.files.metrics.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)):
-                self.writer.add_scalar(f"train/{key}", value, record["step"])
-        self.writer.flush()
-
-    def samples(self, step: int, stage: int, batch: list[Problem], rollout: Rollout) -> None:
-        if not self.enabled:
-            return
-        with self.files.samples.open("a") as f:
-            for row in range(min(SAMPLES_LOGGED, len(rollout.texts))):
-                problem = batch[int(rollout.problem_index[row])]
-                entry = {
-                    "step": step,
-                    "stage": stage,
-                    "id": problem.id,
-                    "problem": problem.problem,
-                    "answer": problem.answer,
-                    "attempts": rollout.texts[row],
-                    "rewards": rollout.rewards[row].tolist(),
-                }
-                f.write(json.dumps(entry) + "\n")
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
