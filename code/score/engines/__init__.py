@@ -1,0 +1,60 @@
+"""Rollout engines: they turn token-id prompts into sampled token ids, nothing more.
+
+The conversation (prompt ids, splicing earlier attempts, stop tokens, truncation, several samples per problem)
+lives in rollout.py, the same for every engine. Two engines:
+    hf    padded `model.generate` on the model being trained (engines/hf.py): the reference, no extra memory.
+    vllm  a colocated in-process vLLM engine (engines/vllm.py): paged KV cache, prefix caching, fast kernels;
+          its weights are synced from the policy after every optimizer step.
+`rollout.engine: auto` picks vllm when it is installed and a GPU is present, else hf (see `resolve_engine_name`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+import torch
+
+ENGINES = ("auto", "hf", "vllm")
+
+
+@dataclass
+class Sampling:
+    """How one attempt is sampled. Greedy ignores temperature and top_p."""
+
+    max_new_tokens: int
+    stop_ids: list[int]  # an attempt ends at the first of these, which is part of the attempt
+    pad_id: int  # fills the padding of batched prompts (engines that pad)
+    greedy: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
+class Samples:
+    """One attempt of every prompt: sampled ids up to and including the first stop id (or max_new_tokens ids)."""
+
+    ids: list[list[int]]
+    logprobs: list[list[float]] | None = None  # the sampler's log-probability of each sampled id, if it gives them
+
+
+class Engine:
+    """Samples continuations of token-id prompts. `generation_config` holds the model's own eos ids."""
+
+    generation_config = None
+
+    def sample(self, prompts: list[list[int]], sampling: Sampling) -> Samples:
+        raise NotImplementedError
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def resolve_engine_name(name: str) -> str:
+    """`auto` -> vllm when vLLM is installed and a GPU is present, else hf; hf and vllm stay."""
+    if name not in ENGINES:
+        raise ValueError(f"unknown rollout engine {name!r}; expected one of {ENGINES}")
+    if name == "auto":
+        return "vllm" if vllm_available() and torch.cuda.is_available() else "hf"
+    return name
