@@ -28,6 +28,10 @@ def test_paper_metrics_by_hand():
     assert m["delta"] == pytest.approx(0.1)
     assert m["delta_i_to_c"] == pytest.approx(0.2)
     assert m["delta_c_to_i"] == pytest.approx(0.1)
+    assert m["p_t2_right_given_t1_wrong"] == pytest.approx(2 / 6)
+    assert m["p_t2_wrong_given_t1_right"] == pytest.approx(1 / 4)
+    assert m["answer_changed"] == pytest.approx(3 / 10)  # an answer appearing or vanishing is a change
+    assert m["edit_distance"] == 0.0
     assert m["delta"] == pytest.approx(m["delta_i_to_c"] - m["delta_c_to_i"])
     assert m["no_answer_t1"] == 6 and m["no_answer_t2"] == 5
 
@@ -84,6 +88,8 @@ def test_evaluate_tiny_model_end_to_end_and_resume(tmp_path, tiny_model_dir, sam
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 6 and set(metrics["by_level"]) and set(metrics["by_subject"])
     assert "Accuracy@t1" in (out / "results.md").read_text()
+    assert "P(right at t2 | wrong at t1)" in (out / "results.md").read_text()
+    assert 0 <= metrics["edit_distance"] <= 1 and "answer_changed" in metrics
 
     # An interruption mid-write: three whole records and one cut short. Only the missing three are redone.
     (out / "generations.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])

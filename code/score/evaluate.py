@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from transformers import AutoTokenizer
 
 from score.config import Config, ScoreError, resolve_path
 from score.data import Problem, load_math
+from score.diagnostics import two_attempt_diagnostics
 from score.grader import extract_answer
 from score.models import load_model, resolve_model_path
 from score.rollout import generate_rollouts
@@ -51,6 +53,7 @@ def compute_metrics(records: list[dict]) -> dict:
 
     accuracy_t{k}: fraction correct at attempt k; delta = accuracy_t2 - accuracy_t1; delta_i_to_c: fraction
     of problems wrong at t1 and right at t2; delta_c_to_i: right at t1 and wrong at t2. Fractions of n.
+    With two or more attempts, also the self-correction diagnostics of attempts 1 and 2 (see diagnostics.py).
     """
     n = len(records)
     attempts = min((len(r["attempts"]) for r in records), default=0)
@@ -72,6 +75,15 @@ def compute_metrics(records: list[dict]) -> dict:
         metrics[f"delta_i_to_c{suffix}_ci95"] = wilson_interval(i_to_c, n)
         metrics[f"delta_c_to_i{suffix}"] = c_to_i / n if n else 0.0
         metrics[f"delta_c_to_i{suffix}_ci95"] = wilson_interval(c_to_i, n)
+    if attempts >= 2:
+        first_two = [r["attempts"][:2] for r in records]
+        metrics.update(
+            two_attempt_diagnostics(
+                correct=[(a["correct"], b["correct"]) for a, b in first_two],
+                answers=[(a["answer"], b["answer"]) for a, b in first_two],
+                texts=[(a["text"], b["text"]) for a, b in first_two],
+            )
+        )
     return metrics
 
 
@@ -106,9 +118,24 @@ def results_markdown(label: str, metrics: dict, compare: list[tuple[str, dict]])
             lines.append(f"- {key}: {100 * metrics[key]:.1f} [{100 * low:.1f}, {100 * high:.1f}]")
     no_answer = ", ".join(f"t{k}: {metrics[f'no_answer_t{k}']}" for k in range(1, metrics["attempts"] + 1))
     lines += ["", f"Problems with no extractable answer (counted wrong): {no_answer}", ""]
+    if metrics["attempts"] >= 2:
+        lines += ["Self-correction diagnostics (attempt 1 -> attempt 2):", "", *diagnostic_lines(metrics), ""]
     for key, title in (("by_subject", "By subject"), ("by_level", "By level")):
         lines += [f"## {title}", "", results_table(list(metrics[key].items())), ""]
     return "\n".join(lines)
+
+
+def diagnostic_lines(metrics: dict) -> list[str]:
+    def percent(key: str) -> str:
+        return "-" if metrics[key] is None else f"{100 * metrics[key]:.1f}%"
+
+    return [
+        f"- P(right at t2 | wrong at t1): {percent('p_t2_right_given_t1_wrong')}",
+        f"- P(wrong at t2 | right at t1): {percent('p_t2_wrong_given_t1_right')}",
+        f"- second attempts whose final answer differs from the first: {percent('answer_changed')}",
+        f"- mean edit distance between attempts (word-level Levenshtein / longer attempt): "
+        f"{metrics['edit_distance']:.3f}",
+    ]
 
 
 def plot_accuracy(metrics: dict, path: Path) -> None:
@@ -263,28 +290,13 @@ def evaluate(cfg: Config) -> Path:
         model = load_model(model_path, cfg.model, dtype).to(device).eval()
         print(f"evaluating {model_path} on {len(todo)} problems ({len(done)} already done) -> {out}")
         with tqdm(total=len(problems), initial=len(done), desc="evaluate") as bar, generations.open("a") as f:
-            for start in range(0, len(todo), cfg.eval.batch_size):
-                batch = todo[start : start + cfg.eval.batch_size]
-                rollout = generate_rollouts(
-                    model,
-                    tokenizer,
-                    batch,
-                    cfg.rollout,
-                    cfg.prompts,
-                    attempts=cfg.eval.attempts,
-                    max_new_tokens=cfg.eval.max_new_tokens,
-                    batch_size=cfg.eval.batch_size,
-                    samples_per_prompt=1,
-                    greedy=greedy,
-                    temperature=cfg.eval.temperature or None,
-                )
-                for row, problem in enumerate(batch):
-                    record = generation_record(problem, rollout, row)
-                    done[problem.id] = record
+            for batch in generate_records(model, tokenizer, todo, cfg):
+                for record in batch:
+                    done[record["id"]] = record
                     f.write(json.dumps(record) + "\n")
                 f.flush()
                 bar.update(len(batch))
-                bar.set_postfix(acc_t1=f"{rollout.rewards[:, 0].mean():.3f}")
+                bar.set_postfix(acc_t1=f"{sum(r['attempts'][0]['correct'] for r in batch) / len(batch):.3f}")
 
     records = [done[p.id] for p in problems]
     metrics = compute_metrics(records)
@@ -311,6 +323,28 @@ def compare_row(folder: Path) -> tuple[str, dict]:
     metrics = json.loads(path.read_text())
     model = Path(metrics.get("model", folder.name))
     return f"{model.parent.name}/{model.name}", metrics
+
+
+def generate_records(model, tokenizer, problems: list[Problem], cfg: Config) -> Iterator[list[dict]]:
+    """Evaluate a model object: `cfg.eval.attempts` attempts at each problem (greedy when eval.temperature is 0),
+    yielding the records (see generation_record) of each batch of eval.batch_size problems as it finishes."""
+    greedy = cfg.eval.temperature == 0
+    for start in range(0, len(problems), cfg.eval.batch_size):
+        batch = problems[start : start + cfg.eval.batch_size]
+        rollout = generate_rollouts(
+            model,
+            tokenizer,
+            batch,
+            cfg.rollout,
+            cfg.prompts,
+            attempts=cfg.eval.attempts,
+            max_new_tokens=cfg.eval.max_new_tokens,
+            batch_size=cfg.eval.batch_size,
+            samples_per_prompt=1,
+            greedy=greedy,
+            temperature=cfg.eval.temperature or None,
+        )
+        yield [generation_record(problem, rollout, row) for row, problem in enumerate(batch)]
 
 
 def generation_record(problem: Problem, rollout, row: int) -> dict:
