@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
 from score import grader  # noqa: E402
 from score.config import REPO_ROOT  # noqa: E402
+from score.grader import normalize, parse, symbolic  # noqa: E402
 
 
 def load_sets(data: Path) -> dict[str, list[tuple[str, str, str, bool | None]]]:
@@ -52,13 +53,11 @@ def ours(kind: str, pred: str, gold: str) -> bool:
 
 def clear_caches() -> None:
     """Cold start for each set: our caches, and fresh sympy helpers (whose sympy caches are empty)."""
-    grader._normalize.cache_clear()
-    grader._structure.cache_clear()
-    grader._VERDICTS.clear()
-    while grader._IDLE:
-        grader._IDLE.pop().close()
+    normalize.normalize.cache_clear()
+    parse.structure.cache_clear()
+    symbolic.close_helpers()
     grader.is_equivalent("\\sqrt{8}", "2\\sqrt{2}")  # fork the helper outside the timings
-    grader._VERDICTS.clear()
+    symbolic._VERDICTS.clear()
 
 
 def math_verify_checker():

@@ -1,0 +1,65 @@
+"""Batch grading: the reward of one solution, and of a batch spread over a pool of processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from score.grader.compare import is_equivalent
+from score.grader.extract import extract_answer
+
+MIN_POOL_BATCH = 64  # smaller batches are graded in-process: a pool costs more than it saves
+
+
+def reward(solution: str, gold: str, timeout: float = 2.0) -> float:
+    """1.0 when the solution's final answer is equivalent to `gold`, else 0.0."""
+    answer = extract_answer(solution)
+    return 1.0 if answer is not None and is_equivalent(answer, gold, timeout) else 0.0
+
+
+_POOL: ProcessPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_POOL_WORKERS = 0
+
+
+def _pool_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """A pool kept for the life of the process. Workers come from a forkserver that has imported this
+    module, so they start fast and never inherit the threads (torch, tokenizers) of a training process."""
+    global _POOL, _POOL_WORKERS
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_WORKERS != workers:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False, cancel_futures=True)
+            if "forkserver" in mp.get_all_start_methods():
+                ctx = mp.get_context("forkserver")
+                ctx.set_forkserver_preload([__name__])
+            else:
+                ctx = mp.get_context("spawn")
+            _POOL = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pool_init)
+            _POOL_WORKERS = workers
+        return _POOL
+
+
+def rewards(solutions: list[str], golds: list[str], workers: int = 0, timeout: float = 2.0) -> list[float]:
+    """`reward` over a batch, spread over `workers` processes (0: one per CPU core this process may use)."""
+    global _POOL
+    if len(solutions) != len(golds):
+        raise ValueError(f"{len(solutions)} solutions but {len(golds)} gold answers")
+    if not workers:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if workers <= 1 or len(solutions) < MIN_POOL_BATCH:
+        return [reward(s, g, timeout) for s, g in zip(solutions, golds, strict=True)]
+    chunk = -(-len(solutions) // (4 * workers))
+    try:
+        return list(_pool(workers).map(reward, solutions, golds, [timeout] * len(solutions), chunksize=chunk))
+    except BrokenProcessPool:
+        _POOL = None  # a worker died (killed, out of memory): grade here and start a fresh pool next time
+        return [reward(s, g, timeout) for s, g in zip(solutions, golds, strict=True)]
