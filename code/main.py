@@ -20,8 +20,8 @@ TASKS = {
     "build the embedded tiny model and sample problems instead (no network)",
     "train": "run SCoRe: Stage I then Stage II (train.*), writing saved_models/<run_name>/",
     "evaluate": "two-attempt evaluation (eval.*) with the paper's metrics table",
-    "experiment": "base vs direct multi-turn RL vs shaping vs SCoRe over several seeds (experiment.*), "
-    "mean and std table",
+    "experiment": "the paper's comparison over several seeds (experiment.*): base, Self-Refine, STaR, Pair-SFT, "
+    "ablations and SCoRe; mean and std table, paired differences",
 }
 
 

@@ -57,8 +57,8 @@ def test_three_attempts_and_groups():
 
 def test_results_table_in_percent():
     table = ev.results_table([("base", ev.compute_metrics(hand_records()))])
-    assert "| Model | Accuracy@t1 | Accuracy@t2 | Δ(t1,t2) | Δ i→c | Δ c→i | n |" in table
-    assert "| base | 40.0 | 50.0 | 10.0 | 20.0 | 10.0 | 10 |" in table
+    assert "| Model | Accuracy@t1 | Accuracy@t2 | Δ(t1,t2) | Δ i→c | P(c@t2 ∣ i@t1) | Δ c→i | n |" in table
+    assert "| base | 40.0 | 50.0 | 10.0 | 20.0 | 33.3 | 10.0 | 10 |" in table
 
 
 def eval_config(tmp_path: Path, model: Path, data: Path, *overrides: str):
@@ -134,3 +134,31 @@ def test_no_trained_run_is_a_clear_error(tmp_path, sample_jsonl):
     cfg = load_config(None, [f"train.output_dir={tmp_path}", f"eval.source={sample_jsonl}"])
     with pytest.raises(ScoreError, match="eval.model"):
         ev.evaluate(cfg)
+
+
+def test_sampled_evaluation_scaling_and_resume(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch):
+    cfg = eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.samples=4", "eval.max_problems=3")
+    out = ev.evaluate(cfg)
+    sampled = json.loads((out / "metrics.json").read_text())["sampled"]
+    assert (sampled["n"], sampled["problems"], sampled["attempts"], sampled["seed"]) == (4, 3, 2, 0)
+    assert set(sampled["pass_at_k_t1"]) == set(sampled["majority_at_k_t2"]) == {"1", "2", "3", "4"}
+    assert set(sampled["equal_budget"]) == {"2", "4"}
+    lines = (out / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and all(len(json.loads(line)["samples"]) == 4 for line in lines)
+    assert "Equal budget" in (out / "results.md").read_text()
+    assert (out / "scaling.png").stat().st_size > 1000
+    # The scaling numbers are those of the stored samples.
+    from score.scaling import sampled_metrics
+
+    records = [json.loads(line)["samples"] for line in lines]
+    assert json.loads(json.dumps(sampled_metrics(records)))["pass_at_k_t2"] == sampled["pass_at_k_t2"]
+
+    # Seeded: the same seed samples the same conversations; a finished evaluation generates nothing more.
+    again = eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.samples=4", "eval.max_problems=3", "eval.name=b")
+    assert (ev.evaluate(again) / "samples.jsonl").read_text() == (out / "samples.jsonl").read_text()
+    monkeypatch.setattr(ev, "generate_rollouts", None)
+    ev.evaluate(cfg)
+    with pytest.raises(ScoreError, match="eval.samples"):
+        ev.evaluate(
+            eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.samples=4", "eval.max_problems=3", "eval.seed=1")
+        )

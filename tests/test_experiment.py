@@ -15,6 +15,15 @@ def test_rows_share_the_step_budget(tmp_path):
     score = experiment.row_config(cfg, "score", 2, tmp_path)
     assert (score.train.stage1_steps, score.train.stage2_steps, score.train.rounds) == (3, 5, 2)
     assert cfg.train.run_name == "score" and cfg.train.seed == 0  # the experiment's own config is untouched
+    single = experiment.row_config(cfg, "single_turn", 0, tmp_path)
+    assert (single.train.attempts, single.train.stage2_steps, single.eval.attempts) == (1, 16, 2)
+    star2 = experiment.row_config(cfg, "score_star_stage2", 0, tmp_path)
+    assert (star2.train.stage1_steps, star2.train.stage2_steps, star2.train.rounds) == (6, 0, 1)
+    assert star2.train.run_name == "score_star_stage2_seed0_stage1"
+    assert star2.eval.model == str(tmp_path / "score_star_stage2_seed0" / "final")  # the STaR model after it
+    refine = experiment.untrained_config(cfg, "self_refine", tmp_path)
+    assert refine.prompts.correction == cfg.prompts.self_refine != cfg.prompts.correction
+    assert refine.eval.model == "base" and refine.eval.name == "self_refine"
 
 
 def test_summary_mean_and_std_by_hand():
@@ -27,9 +36,26 @@ def test_summary_mean_and_std_by_hand():
     assert "| SCoRe (Stage I + Stage II) | 40.0 ± 20.0 |" in table
 
 
+def test_paired_differences_by_hand():
+    # differences 0.1, 0.3, 0.2: mean 0.2, sample sd 0.1, half width t(0.975, 2) * 0.1 / sqrt(3)
+    mean, low, high = experiment.paired_difference([0.5, 0.7, 0.6], [0.4, 0.4, 0.4])
+    half = 4.303 * 0.1 / 3**0.5
+    assert (mean, low, high) == pytest.approx((0.2, 0.2 - half, 0.2 + half))
+    # Paired by seed: a constant shift has no spread, whatever the spread of the rows themselves.
+    assert experiment.paired_difference([0.1, 0.9, 0.5], [0.0, 0.8, 0.4]) == pytest.approx((0.1, 0.1, 0.1))
+    # An untrained row's one value stands for every seed; one seed has no interval.
+    # differences 0.2, 0.0: mean 0.1, sample sd 0.1 * sqrt(2), half width t(0.975, 1) * 0.1
+    assert experiment.paired_difference([0.3], [0.1, 0.3]) == pytest.approx((0.1, 0.1 - 1.2706, 0.1 + 1.2706))
+    assert experiment.paired_difference([0.4], [0.1]) == pytest.approx((0.3, 0.3, 0.3))
+    runs = {"score": [{k: 0.5 for k in experiment.METRICS}] * 2, "base": [{k: 0.2 for k in experiment.METRICS}]}
+    assert "| Base model | -30.0 [-30.0, -30.0] |" in experiment.paired_table(runs, "score")
+
+
 def test_unknown_row_is_a_config_error():
     with pytest.raises(ScoreError, match="experiment.rows"):
-        load_config(None, ["experiment.rows=[base, star]"])
+        load_config(None, ["experiment.rows=[base, stars]"])
+    with pytest.raises(ScoreError, match="compare_to"):
+        load_config(None, ["experiment.compare_to=nope"])
 
 
 def test_short_experiment_end_to_end(tmp_path, tiny_model_dir, sample_jsonl):
@@ -50,18 +76,40 @@ def test_short_experiment_end_to_end(tmp_path, tiny_model_dir, sample_jsonl):
             "train.sample_every=0",
             "experiment.name=exp",
             "experiment.seeds=[0, 1]",
-            "experiment.rows=[base, stage2_no_shaping, score]",
+            "experiment.rows=[base, self_refine, star, pair_sft, single_turn, stage2_no_shaping, score, "
+            "score_star_stage2]",
+            "sft.rounds=2",
+            "sft.steps=1",
+            "sft.problems=2",
+            "sft.batch_size=2",
+            "sft.micro_batch_size=2",
         ],
     )
     folder = experiment.run_experiment(cfg)
     results = json.loads((folder / "results.json").read_text())
-    assert set(results["summary"]) == {"base", "stage2_no_shaping", "score"}
-    assert [len(results["runs"][r]) for r in ("base", "stage2_no_shaping", "score")] == [1, 2, 2]
-    for row in ("stage2_no_shaping", "score"):
+    rows = ["base", "self_refine", "star", "pair_sft", "single_turn", "stage2_no_shaping", "score", "score_star_stage2"]
+    assert list(results["summary"]) == rows
+    assert [len(results["runs"][r]) for r in rows] == [1, 1, 2, 2, 2, 2, 2, 2]
+    for row in ("stage2_no_shaping", "score", "single_turn"):
         for seed in (0, 1):
-            stages = [json.loads(line)["stage"] for line in (folder / f"{row}_seed{seed}" / "metrics.jsonl").open()]
-            assert stages == ([1, 2] if row == "score" else [2, 2])
-    assert "± " in (folder / "results.md").read_text()
+            log = [json.loads(line) for line in (folder / f"{row}_seed{seed}" / "metrics.jsonl").open()]
+            assert [r["stage"] for r in log] == ([1, 2] if row == "score" else [2, 2])
+            assert ("reward_t2" in log[0]) == (row != "single_turn")
+    for seed in (0, 1):
+        stages = [
+            json.loads(line)["stage"]
+            for line in (folder / f"score_star_stage2_seed{seed}_stage1" / "metrics.jsonl").open()
+        ]
+        assert stages == [1]  # Stage I by REINFORCE, then STaR:
+        star = [
+            json.loads(line)["stage"] for line in (folder / f"score_star_stage2_seed{seed}" / "metrics.jsonl").open()
+        ]
+        assert star.count("sample") == 2
+    # Self-Refine is the base model evaluated with its own second turn.
+    refine = (folder / "base-model" / "eval" / "self_refine" / "generations.jsonl").read_text()
+    assert refine != (folder / "base-model" / "eval" / "math_k2" / "generations.jsonl").read_text()
+    report = (folder / "results.md").read_text()
+    assert "± " in report and "| Pair-SFT | " in report and "Row − SCoRe (Stage I + Stage II)" in report
     assert (folder / "curves.png").stat().st_size > 1000
     # A second call reuses the finished runs and evaluations and gives the same table.
     assert experiment.run_experiment(cfg) == folder

@@ -28,6 +28,16 @@ CORRECTION_PROMPT = (
     '"Final Answer: The final answer is $answer$. I hope it is correct."'
 )
 
+SELF_REFINE_PROMPT = (
+    "Review your solution above step by step and point out any error in it. Then write the corrected "
+    "solution in full; if there is no error, repeat the solution. At the end of the Solution, when you give your "
+    'final answer, write it in the form "Final Answer: The final answer is $answer$. I hope it is correct."'
+)
+ROWS = (
+    "base", "self_refine", "star", "pair_sft", "single_turn", "stage2_no_shaping", "stage2_shaping", "score",
+    "score_star_stage2",
+)  # fmt: skip
+
 
 class ScoreError(Exception):
     """A user-facing error: printed as one line, no traceback."""
@@ -74,6 +84,10 @@ class PromptConfig:
     first_turn: str = _help("Instruction placed before the problem in the first user turn.", FIRST_TURN_PROMPT)
     correction: str = _help("Correction instruction p, the second user turn.", CORRECTION_PROMPT)
     system: str = _help("System message (empty: the chat template's default).", "")
+    self_refine: str = _help(
+        "Second user turn of the self_refine experiment row (critique, then revise), in place of `correction`.",
+        SELF_REFINE_PROMPT,
+    )
 
 
 @dataclass
@@ -128,6 +142,13 @@ class EvalConfig:
     batch_size: int = _help("Problems generated together.", 64)
     max_problems: int = _help("Evaluate at most this many problems (0: all).", 0)
     compare: list[str] = _help("Evaluation folders to show side by side with this one.", [])
+    samples: int = _help(
+        "Sampled conversations per problem besides the greedy one, for pass@k, majority@k and the equal-budget "
+        "comparison of k first attempts against k/2 two-attempt conversations (1: none).",
+        1,
+    )
+    sample_temperature: float = _help("Sampling temperature of the eval.samples conversations.", 1.0)
+    seed: int = _help("Seed of the sampled conversations (a resumed evaluation draws the rest anew).", 0)
 
 
 @dataclass
@@ -158,9 +179,35 @@ class ExperimentConfig:
     name: str = _help("Folder under train.output_dir for --task experiment.", "experiment")
     seeds: list[int] = _help("Seeds of every trained row.", [0, 1, 2])
     rows: list[str] = _help(
-        "Rows: base, stage2_no_shaping (direct multi-turn RL), stage2_shaping, score.",
+        "Rows: base, self_refine (base model, critique-then-revise turn), star (STaR on two-attempt traces "
+        "whose attempt 2 is right), pair_sft (wrong attempt paired with a right one), single_turn (RL on attempt 1 "
+        "only), stage2_no_shaping (direct multi-turn RL), stage2_shaping, score, score_star_stage2 (Stage I, then "
+        "STaR instead of REINFORCE).",
         ["base", "stage2_no_shaping", "stage2_shaping", "score"],
     )
+    compare_to: str = _help(
+        "Row the others are compared with: difference of means with a 95% interval over seeds, paired by seed.",
+        "score",
+    )
+
+
+@dataclass
+class SftConfig:
+    lr: float = _help("AdamW learning rate of the supervised rows (star, pair_sft, score_star_stage2).", 5e-6)
+    steps: int = _help("Supervised steps per STaR round; pair_sft takes rounds x steps in one go.", 100)
+    batch_size: int = _help("Conversations per supervised step.", 64)
+    micro_batch_size: int = _help("Conversations per forward/backward pass.", 4)
+    rounds: int = _help("STaR rounds: sample from the current model, keep, fine-tune.", 2)
+    problems: int = _help(
+        "Training problems sampled per STaR round (pair_sft: rounds x this many, once; 0: all).", 2000
+    )
+    samples: int = _help("Conversations (pair_sft: first attempts) sampled per problem.", 2)
+    train_first_attempt: bool = _help(
+        "Also put the loss on attempt 1 (off: only the corrected attempt 2 is learned; pair_sft's attempt 1 is "
+        "wrong by construction).",
+        False,
+    )
+    max_grad_norm: float = _help("Gradient clipping norm of the supervised steps (0: off).", 1.0)
 
 
 @dataclass
@@ -174,6 +221,7 @@ class Config:
     grader: GraderConfig = field(default_factory=GraderConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -195,13 +243,16 @@ POSITIVE = {
     ("rollout", "max_new_tokens"), ("rollout", "samples_per_prompt"), ("rollout", "generation_batch_size"),
     ("rollout", "top_p"), ("train", "rounds"), ("train", "batch_size"), ("train", "micro_batch_size"),
     ("train", "lr"), ("train", "max_nonfinite_steps"), ("train", "keep_checkpoints"), ("eval", "attempts"),
-    ("eval", "max_new_tokens"), ("eval", "batch_size"), ("grader", "timeout"),
+    ("eval", "max_new_tokens"), ("eval", "batch_size"), ("grader", "timeout"), ("eval", "samples"),
+    ("eval", "sample_temperature"), ("sft", "lr"), ("sft", "steps"), ("sft", "batch_size"),
+    ("sft", "micro_batch_size"), ("sft", "rounds"), ("sft", "samples"),
 }  # fmt: skip
 NON_NEGATIVE = {
     ("data", "max_problems"), ("rollout", "temperature"), ("train", "stage1_steps"), ("train", "stage2_steps"),
     ("train", "weight_decay"), ("train", "warmup_steps"), ("train", "max_grad_norm"), ("train", "alpha"),
     ("train", "beta1"), ("train", "beta2"), ("train", "save_every"), ("train", "sample_every"),
-    ("eval", "temperature"), ("eval", "max_problems"), ("grader", "workers"),
+    ("eval", "temperature"), ("eval", "max_problems"), ("grader", "workers"), ("sft", "problems"),
+    ("sft", "max_grad_norm"),
 }  # fmt: skip
 
 
@@ -267,9 +318,14 @@ def validate(cfg: Config, origin: str) -> None:
             raise ScoreError(f"{section}.{key} ({origin}): must not be negative")
     if cfg.rollout.top_p > 1:
         raise ScoreError(f"rollout.top_p ({origin}): must be in (0, 1]")
-    for row in cfg.experiment.rows:
-        if row not in ("base", "stage2_no_shaping", "stage2_shaping", "score"):
-            raise ScoreError(f"experiment.rows ({origin}): unknown row {row!r}")
+    for row in cfg.experiment.rows + [cfg.experiment.compare_to]:
+        if row not in ROWS:
+            raise ScoreError(f"experiment.rows/compare_to ({origin}): unknown row {row!r}; known: {', '.join(ROWS)}")
+    if cfg.sft.batch_size % cfg.sft.micro_batch_size:
+        raise ScoreError(
+            f"sft.batch_size ({origin}): {cfg.sft.batch_size} is not divisible by "
+            f"sft.micro_batch_size={cfg.sft.micro_batch_size}"
+        )
     if not cfg.experiment.seeds:
         raise ScoreError(f"experiment.seeds ({origin}): give at least one seed")
     for level in cfg.data.levels:

@@ -23,6 +23,7 @@ from score.diagnostics import two_attempt_diagnostics
 from score.grader import extract_answer
 from score.models import load_model, resolve_model_path
 from score.rollout import generate_rollouts
+from score.scaling import plot_scaling, sampled_metrics, scaling_markdown
 
 Z95 = 1.959963984540054
 
@@ -94,15 +95,21 @@ def grouped_metrics(records: list[dict], key: str) -> dict:
     return {name: compute_metrics(rows) for name, rows in sorted(groups.items())}
 
 
+TABLE_METRICS = ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", "p_t2_right_given_t1_wrong", "delta_c_to_i")
+TABLE_HEADER = "Accuracy@t1 | Accuracy@t2 | Δ(t1,t2) | Δ i→c | P(c@t2 ∣ i@t1) | Δ c→i"
+
+
 def table_row(label: str, metrics: dict) -> str:
-    cells = [metrics.get(k) for k in ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", "delta_c_to_i")]
+    cells = [metrics.get(k) for k in TABLE_METRICS]
     text = " | ".join("-" if v is None else f"{100 * v:.1f}" for v in cells)
     return f"| {label} | {text} | {metrics['n']} |"
 
 
 def results_table(rows: list[tuple[str, dict]]) -> str:
-    """The paper's table (percent): Accuracy@t1, Accuracy@t2, Delta(t1,t2), Delta i->c, Delta c->i."""
-    header = "| Model | Accuracy@t1 | Accuracy@t2 | Δ(t1,t2) | Δ i→c | Δ c→i | n |\n|---|---|---|---|---|---|---|"
+    """The paper's table (percent): Accuracy@t1, Accuracy@t2, Delta(t1,t2), Delta i->c, Delta c->i, and
+    P(right at t2 | wrong at t1) beside Delta i->c (a model right 98% of the time at t1 has almost nothing left
+    to correct)."""
+    header = f"| Model | {TABLE_HEADER} | n |\n|---|---|---|---|---|---|---|---|"
     return "\n".join([header] + [table_row(label, metrics) for label, metrics in rows])
 
 
@@ -112,7 +119,7 @@ def results_markdown(label: str, metrics: dict, compare: list[tuple[str, dict]])
         accs = ", ".join(f"t{k}: {100 * metrics[f'accuracy_t{k}']:.1f}" for k in range(1, metrics["attempts"] + 1))
         lines += [f"Accuracy after each attempt (%): {accs}", ""]
     lines += ["95% intervals (percent):", ""]
-    for key in ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", "delta_c_to_i"):
+    for key in TABLE_METRICS:
         if f"{key}_ci95" in metrics:
             low, high = metrics[f"{key}_ci95"]
             lines.append(f"- {key}: {100 * metrics[key]:.1f} [{100 * low:.1f}, {100 * high:.1f}]")
@@ -122,6 +129,8 @@ def results_markdown(label: str, metrics: dict, compare: list[tuple[str, dict]])
         lines += ["Self-correction diagnostics (attempt 1 -> attempt 2):", "", *diagnostic_lines(metrics), ""]
     for key, title in (("by_subject", "By subject"), ("by_level", "By level")):
         lines += [f"## {title}", "", results_table(list(metrics[key].items())), ""]
+    if "sampled" in metrics:
+        lines += [scaling_markdown(metrics["sampled"])]
     return "\n".join(lines)
 
 
@@ -184,7 +193,8 @@ def plot_training(metrics_jsonl: Path, path: Path) -> bool:
             if f"{key}_t{k}" in rows[0]:
                 axis.plot(steps, [r[f"{key}_t{k}"] for r in rows], label=f"attempt {k}")
         axis.set_ylabel(key)
-        axis.legend()
+        if axis.lines:
+            axis.legend()
     for r in rows:
         if r["stage"] == 1:
             for axis in (top, bottom):
@@ -283,14 +293,11 @@ def evaluate(cfg: Config) -> Path:
     generations = out / "generations.jsonl"
     done = read_generations(generations)
     todo = [p for p in problems if p.id not in done]
+    model = ModelOnDemand(cfg, model_path)
     if todo:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        model = load_model(model_path, cfg.model, dtype).to(device).eval()
         print(f"evaluating {model_path} on {len(todo)} problems ({len(done)} already done) -> {out}")
         with tqdm(total=len(problems), initial=len(done), desc="evaluate") as bar, generations.open("a") as f:
-            for batch in generate_records(model, tokenizer, todo, cfg):
+            for batch in generate_records(*model.get(), todo, cfg):
                 for record in batch:
                     done[record["id"]] = record
                     f.write(json.dumps(record) + "\n")
@@ -303,6 +310,9 @@ def evaluate(cfg: Config) -> Path:
     metrics["by_subject"] = grouped_metrics(records, "subject")
     metrics["by_level"] = grouped_metrics(records, "level")
     metrics["model"] = str(model_path)
+    if cfg.eval.samples > 1:
+        metrics["sampled"] = evaluate_sampled(cfg, model, problems, out)
+        plot_scaling(metrics["sampled"], out / "scaling.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     label = f"{model_path.parent.name}/{model_path.name}"
     compare = [compare_row(resolve_path(d)) for d in cfg.eval.compare]
@@ -314,6 +324,64 @@ def evaluate(cfg: Config) -> Path:
     print(results_table(compare + [(label, metrics)]))
     print(f"results: {out / 'results.md'}")
     return out
+
+
+class ModelOnDemand:
+    """The evaluated model and its tokenizer, loaded the first time generation needs them (a finished
+    evaluation only recomputes its metrics)."""
+
+    def __init__(self, cfg: Config, path: Path):
+        self.cfg, self.path, self.loaded = cfg, path, None
+
+    def get(self) -> tuple:
+        if self.loaded is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            dtype = torch.bfloat16 if device == "cuda" else torch.float32
+            tokenizer = AutoTokenizer.from_pretrained(self.path)
+            self.loaded = (load_model(self.path, self.cfg.model, dtype).to(device).eval(), tokenizer)
+        return self.loaded
+
+
+def evaluate_sampled(cfg: Config, model: ModelOnDemand, problems: list[Problem], out: Path) -> dict:
+    """eval.samples conversations per problem at eval.sample_temperature, seeded per batch, appended to
+    samples.jsonl as batches finish (resumable); returns scaling.sampled_metrics of them."""
+    n = cfg.eval.samples
+    fingerprint = {"samples": n, "temperature": cfg.eval.sample_temperature, "seed": cfg.eval.seed}
+    settings = out / "samples_settings.json"
+    if settings.exists() and json.loads(settings.read_text()) != fingerprint:
+        raise ScoreError(f"{out} holds sampled conversations with other eval.samples/sample_temperature/seed")
+    settings.write_text(json.dumps(fingerprint))
+    path = out / "samples.jsonl"
+    done = read_generations(path)
+    todo = [p for p in problems if p.id not in done]
+    per_batch = max(1, cfg.eval.batch_size // n)
+    with tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"sample x{n}") as bar, path.open("a") as f:
+        for start in range(0, len(todo), per_batch):
+            batch = todo[start : start + per_batch]
+            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(cfg.eval.seed * 1_000_003 + start)
+                rollout = generate_rollouts(
+                    *model.get(),
+                    batch,
+                    cfg.rollout,
+                    cfg.prompts,
+                    attempts=cfg.eval.attempts,
+                    samples_per_prompt=n,
+                    temperature=cfg.eval.sample_temperature,
+                    max_new_tokens=cfg.eval.max_new_tokens,
+                    batch_size=cfg.eval.batch_size,
+                )
+            for i, problem in enumerate(batch):
+                rows = range(i * n, (i + 1) * n)
+                samples = [generation_record(problem, rollout, r)["attempts"] for r in rows]
+                done[problem.id] = {"id": problem.id, "samples": samples}
+                f.write(json.dumps(done[problem.id]) + "\n")
+            f.flush()
+            bar.update(len(batch))
+    metrics = sampled_metrics([done[p.id]["samples"] for p in problems])
+    metrics.update(temperature=cfg.eval.sample_temperature, seed=cfg.eval.seed)
+    return metrics
 
 
 def compare_row(folder: Path) -> tuple[str, dict]:

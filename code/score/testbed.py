@@ -36,9 +36,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from score import tiny
+from score import sft, tiny
 from score.config import Config, PromptConfig, ScoreError, resolve_path
-from score.prompts import ConversationPieces, build_messages, conversation_pieces, end_of_turn_id, render, splice
+from score.prompts import ConversationPieces, build_messages, conversation_pieces, end_of_turn_id, render
 
 SUBJECT = "Arithmetic"
 LEVEL_DIGITS = {1: 2, 2: 3}  # MATH level -> digits of each operand
@@ -176,20 +176,6 @@ def base_attempts(a: int, b: int, rng: random.Random, habits: Habits = Habits())
     return attempt1, write_attempt(a, b, second, drop=drop2)
 
 
-def conversation_ids(pieces: ConversationPieces, eot: int, attempts: list[list[int]]) -> tuple[list[int], list[int]]:
-    """pieces.prompt + y1 + p + y2 ...: the rollout layout for tokenised attempts (each ending in `eot`), with
-    the attempt mask (k on attempt k's tokens, 0 elsewhere)."""
-    ids, mask = list(pieces.prompt), [0] * len(pieces.prompt)
-    for k, attempt in enumerate(attempts, 1):
-        ids += attempt
-        mask += [k] * len(attempt)
-        if k < len(attempts):
-            tail = splice(pieces.between[k - 1], attempt, {eot})
-            ids += tail
-            mask += [0] * len(tail)
-    return ids, mask
-
-
 def build_tokenizer(
     rows: list[dict], prompts: PromptConfig, habits: Habits, seed: int, vocab_size: int = 512
 ) -> PreTrainedTokenizerFast:
@@ -209,22 +195,14 @@ def build_tokenizer(
 def sft_batch(
     tokenizer, pieces: list[ConversationPieces], attempts: list[tuple[str, ...]], eot: int
 ) -> dict[str, torch.Tensor]:
-    """A right-padded batch of whole conversations (conversation_ids), labels on attempt tokens only."""
+    """A batch of whole conversations in the rollout layout (sft.conversation_ids), labels on the attempts."""
     texts = [text for conversation in attempts for text in conversation]
     ids = iter(tokenizer(texts, add_special_tokens=False)["input_ids"])
-    seqs = [
-        conversation_ids(p, eot, [next(ids) + [eot] for _ in conv]) for p, conv in zip(pieces, attempts, strict=True)
+    conversations = [
+        sft.conversation_ids(p, [next(ids) + [eot] for _ in conv], {eot})
+        for p, conv in zip(pieces, attempts, strict=True)
     ]
-    width = max(len(seq) for seq, _ in seqs)
-    input_ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
-    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
-    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, (seq, mask) in enumerate(seqs):
-        row = torch.tensor(seq)
-        input_ids[r, : len(seq)] = row
-        attention_mask[r, : len(seq)] = 1
-        labels[r, : len(seq)] = torch.where(torch.tensor(mask) > 0, row, -100)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return sft.conversation_batch(conversations, tokenizer.pad_token_id)
 
 
 def sft_base_model(
@@ -267,13 +245,10 @@ def sft_base_model(
         for step in range(1, steps + 1):
             chosen = [rng.randrange(len(rows)) for _ in range(batch_size)]
             attempts = [base_attempts(*pairs[i], rng, habits) for i in chosen]
-            loss = model(**sft_batch(tokenizer, [pieces[i] for i in chosen], attempts, eot)).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            batch = sft_batch(tokenizer, [pieces[i] for i in chosen], attempts, eot)
+            loss = sft.supervised_step(model, optimizer, [batch], max_grad_norm=1.0)
             schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            smoothed = loss.item() if smoothed is None else 0.9 * smoothed + 0.1 * loss.item()
+            smoothed = loss if smoothed is None else 0.9 * smoothed + 0.1 * loss
             if log_every and (step % log_every == 0 or step == steps):
                 print(f"sft step {step}/{steps}: loss {smoothed:.4f} ({time.perf_counter() - began:.0f}s)", flush=True)
     model.save_pretrained(path)
@@ -297,10 +272,10 @@ def build_testbed(
     train_problems: int = 2000,
     test_problems: int = 200,
     seed: int = 0,
-    **sft,
+    **budget,
 ) -> None:
     """Write the test split (eval.source), the train split (data.source) and the SFT base model
-    (<model.base_dir>/<model.name>); parts already there are kept. `sft`: sft_base_model's budget arguments."""
+    (<model.base_dir>/<model.name>); parts already there are kept. `budget`: sft_base_model's budget arguments."""
     from score.download import write_atomic
 
     for key, source in (("data.source", cfg.data.source), ("eval.source", cfg.eval.source)):
@@ -325,7 +300,7 @@ def build_testbed(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        os.replace(sft_base_model(tmp / "model", cfg.prompts, exclude=held_out, seed=seed, **sft), target)
+        os.replace(sft_base_model(tmp / "model", cfg.prompts, exclude=held_out, seed=seed, **budget), target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"model: testbed base model -> {target}")

@@ -1,0 +1,179 @@
+"""The paper's supervised baselines (Kumar et al., 2024, Table 2), fine-tuned by sft.py on self-generated data:
+
+  STaR      each round: sample `sft.samples` two-attempt conversations per problem from the current model, keep
+            those whose attempt 2 is right, fine-tune the current model on them (`sft.rounds` rounds);
+  Pair-SFT  sample first attempts from the base model, pair every wrong one with a right attempt to the same
+            problem, fine-tune the base model on the conversation (problem, wrong attempt, correction
+            instruction, right attempt).
+
+Both learn attempt 2 only unless sft.train_first_attempt (Pair-SFT's attempt 1 is wrong by construction). The
+sampled ids are spliced into the conversation layout unchanged (sft.conversation_ids), as in RL. A run writes
+<run>/final/ (the model), metrics.jsonl and TensorBoard like a training run: one line per sampling round
+(reward_t1, reward_t2, kept) and one per supervised step (loss). A finished run (final/ present) is reused; an
+interrupted one starts over.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from score import sft
+from score.checkpoints import RunFiles, save_atomically
+from score.config import Config, resolve_path
+from score.data import Problem, load_math
+from score.grader import rewards as grade
+from score.logs import MetricsLogger, transition_rates
+from score.models import load_model
+from score.prompts import conversation_pieces
+from score.rollout import Rollout, generate_rollouts, stop_token_ids
+from score.trainer import step_problems
+
+
+class SupervisedRun:
+    """What STaR and Pair-SFT share: the model being fine-tuned, its optimizer, problems, logs and step count."""
+
+    def __init__(self, cfg: Config, root: Path, start_model: Path):
+        self.cfg, self.files = cfg, RunFiles(root)
+        shutil.rmtree(root, ignore_errors=True)  # an unfinished run starts over
+        root.mkdir(parents=True)
+        cfg.save(root / "config.yaml")
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch.manual_seed(cfg.train.seed)
+        self.tokenizer = AutoTokenizer.from_pretrained(start_model)
+        self.model = load_model(start_model, cfg.model, torch.float32).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.sft.lr, weight_decay=0.0)
+        self.stop_ids = stop_token_ids(self.model, self.tokenizer, cfg.prompts)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self.rng = random.Random(cfg.train.seed)
+        self.logger = MetricsLogger(self.files, enabled=True)
+        self.step = 0
+        self.problems = load_math(
+            cfg.data.source,
+            split="train",
+            scheme=cfg.data.scheme,
+            subjects=cfg.data.subjects or None,
+            levels=cfg.data.levels or None,
+            limit=cfg.data.max_problems or None,
+            seed=cfg.data.seed,
+            math500_ids=resolve_path(cfg.data.math500_ids),
+        )
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device == "cuda" else nullcontext()
+
+    def round_problems(self, index: int, count: int) -> list[Problem]:
+        """Round `index`'s problems: a seeded pass over the training problems (all of them when count is 0)."""
+        count = count or len(self.problems)
+        return step_problems(self.problems, index, count, rank=0, world=1, seed=self.cfg.data.seed + 1)
+
+    def sample(self, problems: list[Problem], attempts: int) -> Rollout:
+        cfg = self.cfg
+        with self.autocast():
+            return generate_rollouts(
+                self.model,
+                self.tokenizer,
+                problems,
+                cfg.rollout,
+                cfg.prompts,
+                attempts=attempts,
+                samples_per_prompt=cfg.sft.samples,
+                reward_fn=lambda texts, probs: grade(
+                    texts, [p.answer for p in probs], cfg.grader.workers, cfg.grader.timeout
+                ),
+            )
+
+    def log_sampling(self, round_index: int, rollout: Rollout, kept: int) -> None:
+        record = {"step": self.step, "stage": "sample", "round": round_index, "sampled": len(rollout.texts)}
+        for k in range(rollout.rewards.shape[1]):
+            record[f"reward_t{k + 1}"] = rollout.rewards[:, k].mean().item()
+        if rollout.rewards.shape[1] > 1:
+            record["i_to_c"], record["c_to_i"] = transition_rates(rollout.rewards)
+        record["kept"] = kept
+        self.logger.log(record)
+        print(f"round {round_index}: kept {kept} of {len(rollout.texts)} sampled conversations", flush=True)
+
+    def finetune(self, conversations: list[sft.Conversation], steps: int) -> None:
+        if not conversations:
+            print("nothing to fine-tune on this round", flush=True)
+            return
+
+        def log(step: int, loss: float) -> None:
+            self.logger.log({"step": self.step + step, "stage": "sft", "loss": loss, "lr": self.cfg.sft.lr})
+
+        trained = {1, 2} if self.cfg.sft.train_first_attempt else {2}
+        with self.autocast():
+            sft.finetune(
+                self.model,
+                conversations,
+                self.pad_id,
+                self.optimizer,
+                steps,
+                self.cfg.sft.batch_size,
+                self.cfg.sft.micro_batch_size,
+                self.rng,
+                trained=trained,
+                max_grad_norm=self.cfg.sft.max_grad_norm,
+                log=log,
+            )
+        self.step += steps
+
+    def save(self) -> Path:
+        final = self.files.root / "final"
+
+        def write(tmp: Path) -> None:
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+
+        save_atomically(final, write)
+        self.logger.close()
+        print(f"run saved to {self.files.root} (final model: {final})")
+        return final
+
+
+def run_star(cfg: Config, root: Path, start_model: Path) -> Path:
+    """STaR for self-correction from `start_model`; returns the final model folder."""
+    if (root / "final" / "config.json").is_file():
+        return root / "final"
+    run = SupervisedRun(cfg, root, start_model)
+    for index in range(cfg.sft.rounds):
+        rollout = run.sample(run.round_problems(index, cfg.sft.problems), attempts=2)
+        kept = [r for r in range(len(rollout.texts)) if rollout.rewards[r, 1] > 0.5]
+        run.log_sampling(index + 1, rollout, len(kept))
+        run.finetune(sft.rollout_conversations(rollout, kept), cfg.sft.steps)
+    return run.save()
+
+
+def pair_conversations(
+    rollout: Rollout, problems: list[Problem], pieces: list, stop_ids: set[int], rng: random.Random
+) -> list[sft.Conversation]:
+    """Every wrong first attempt, paired with a right first attempt (drawn at random) to the same problem."""
+    by_problem: dict[int, tuple[list[int], list[int]]] = {}
+    for r in range(len(rollout.texts)):
+        wrong, right = by_problem.setdefault(int(rollout.problem_index[r]), ([], []))
+        (right if rollout.rewards[r, 0] > 0.5 else wrong).append(r)
+    conversations = []
+    for i, (wrong, right) in sorted(by_problem.items()):
+        for r in wrong if right else []:
+            attempts = [sft.attempt_ids(rollout, r, 1), sft.attempt_ids(rollout, rng.choice(right), 1)]
+            conversations.append(sft.conversation_ids(pieces[i], attempts, stop_ids))
+    return conversations
+
+
+def run_pair_sft(cfg: Config, root: Path, base_model: Path) -> Path:
+    """Pair-SFT of the base model, with STaR's sampling and step budget in one round; returns the final model."""
+    if (root / "final" / "config.json").is_file():
+        return root / "final"
+    run = SupervisedRun(cfg, root, base_model)
+    problems = run.round_problems(0, cfg.sft.rounds * cfg.sft.problems)
+    rollout = run.sample(problems, attempts=1)
+    pieces = [conversation_pieces(run.tokenizer, p.problem, cfg.prompts, attempts=2) for p in problems]
+    conversations = pair_conversations(rollout, problems, pieces, set(run.stop_ids), run.rng)
+    run.log_sampling(1, rollout, len(conversations))
+    run.finetune(conversations, cfg.sft.rounds * cfg.sft.steps)
+    return run.save()

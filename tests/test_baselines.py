@@ -1,0 +1,101 @@
+import json
+import random
+from itertools import count
+
+import torch
+from score import baselines
+from score.config import REPO_ROOT, load_config
+from score.data import Problem
+from score.prompts import ConversationPieces
+from score.rollout import Rollout
+from transformers import AutoModelForCausalLM
+
+
+def test_pairs_join_each_wrong_attempt_with_a_right_one_to_the_same_problem():
+    # Problem 0: samples right (ids 5 9), wrong (6 9), wrong (7); problem 1: two wrong samples, no pair.
+    rows = [[5, 9], [6, 9], [7, 0], [8, 9], [8, 0]]
+    mask = [[1, 1], [1, 1], [1, 0], [1, 1], [1, 0]]
+    rollout = Rollout(
+        input_ids=torch.tensor([[1] + r for r in rows]),
+        attention_mask=torch.tensor([[1] + [int(m > 0) for m in ms] for ms in mask]),
+        attempt_mask=torch.tensor([[0] + ms for ms in mask]),
+        rewards=torch.tensor([[1.0], [0.0], [0.0], [0.0], [0.0]]),
+        truncated=torch.tensor([[False], [False], [True], [False], [True]]),
+        lengths=torch.tensor([[2], [2], [1], [2], [1]]),
+        texts=[["a"]] * 5,
+        problem_index=torch.tensor([0, 0, 0, 1, 1]),
+    )
+    problems = [Problem("a", "x", "", "1", "S", 1), Problem("b", "y", "", "2", "S", 1)]
+    pieces = [ConversationPieces(prompt=[1, 2], between=[[9, 3]])] * 2
+    pairs = baselines.pair_conversations(rollout, problems, pieces, {9}, random.Random(0))
+    # The stop token 9 that closed a sampled attempt is the template's end of turn: spliced, not repeated; the
+    # truncated attempt (7) gets the template's end of turn.
+    assert pairs == [
+        ([1, 2, 6, 9, 3, 5, 9], [0, 0, 1, 1, 0, 2, 2]),
+        ([1, 2, 7, 9, 3, 5, 9], [0, 0, 1, 0, 0, 2, 2]),
+    ]
+
+
+def config(tmp_path, tiny_model_dir, sample_jsonl):
+    return load_config(
+        REPO_ROOT / "configs" / "tiny.yaml",
+        [
+            f"model.name={tiny_model_dir}",
+            f"data.source={sample_jsonl}",
+            f"train.output_dir={tmp_path}",
+            "prompts.first_turn=Solve.",
+            "prompts.correction=Again.",
+            "rollout.max_new_tokens=5",
+            "sft.rounds=2",
+            "sft.steps=3",
+            "sft.problems=4",
+            "sft.samples=2",
+            "sft.batch_size=4",
+            "sft.micro_batch_size=2",
+            "sft.lr=1e-3",
+        ],
+    )
+
+
+def every_other_right(monkeypatch):
+    """The checker says every second attempt it sees is right."""
+    counter = count()
+    monkeypatch.setattr(baselines, "grade", lambda texts, golds, *a: [float(next(counter) % 2) for _ in texts])
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def weights_changed(start, final) -> bool:
+    a = AutoModelForCausalLM.from_pretrained(start).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(final).state_dict()
+    return any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_star_keeps_right_second_attempts_and_fine_tunes(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch):
+    every_other_right(monkeypatch)
+    cfg = config(tmp_path, tiny_model_dir, sample_jsonl)
+    final = baselines.run_star(cfg, tmp_path / "star", tiny_model_dir)
+    assert final == tmp_path / "star" / "final" and weights_changed(tiny_model_dir, final)
+    log = lines(tmp_path / "star" / "metrics.jsonl")
+    rounds = [r for r in log if r["stage"] == "sample"]
+    # 4 problems x 2 samples a round; attempt 2's rewards alternate, so half the conversations are kept.
+    assert [(r["round"], r["sampled"], r["kept"], r["reward_t2"]) for r in rounds] == [(1, 8, 4, 0.5), (2, 8, 4, 0.5)]
+    assert [r["step"] for r in log if r["stage"] == "sft"] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rounds] == [0, 3]
+    assert (tmp_path / "star" / "tensorboard").is_dir()
+    # A finished run is reused.
+    monkeypatch.setattr(baselines, "SupervisedRun", None)
+    assert baselines.run_star(cfg, tmp_path / "star", tiny_model_dir) == final
+
+
+def test_pair_sft_fine_tunes_on_pairs(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch):
+    every_other_right(monkeypatch)
+    final = baselines.run_pair_sft(config(tmp_path, tiny_model_dir, sample_jsonl), tmp_path / "pair", tiny_model_dir)
+    assert weights_changed(tiny_model_dir, final)
+    log = lines(tmp_path / "pair" / "metrics.jsonl")
+    # One sampling of rounds x problems = 8 problems x 2 first attempts, one right and one wrong each: 8 pairs.
+    (sampled,) = [r for r in log if r["stage"] == "sample"]
+    assert (sampled["sampled"], sampled["kept"], sampled["reward_t1"]) == (16, 8, 0.5) and "reward_t2" not in sampled
+    assert len([r for r in log if r["stage"] == "sft"]) == 6

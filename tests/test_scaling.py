@@ -1,0 +1,61 @@
+import itertools
+import math
+
+import pytest
+from score import scaling
+
+
+def test_pass_at_k_by_hand_and_by_enumeration():
+    assert scaling.pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)  # 1 - C(3,2)/C(4,2)
+    assert scaling.pass_at_k(5, 2, 3) == pytest.approx(1 - 1 / 10)  # 1 - C(3,3)/C(5,3)
+    assert scaling.pass_at_k(5, 0, 3) == 0.0 and scaling.pass_at_k(5, 3, 3) == 1.0 and scaling.pass_at_k(5, 2, 1) == 0.4
+    # Unbiased: the mean over every k-subset of n samples of "some sample in it is right".
+    for n, c in ((6, 2), (7, 3), (8, 1)):
+        outcomes = [True] * c + [False] * (n - c)
+        for k in range(1, n + 1):
+            subsets = list(itertools.combinations(outcomes, k))
+            assert scaling.pass_at_k(n, c, k) == pytest.approx(sum(map(any, subsets)) / math.comb(n, k))
+    with pytest.raises(ValueError):
+        scaling.pass_at_k(4, 5, 1)
+
+
+def test_majority_vote():
+    assert scaling.majority_correct([("2", False), ("3", True), ("3", True)])
+    assert not scaling.majority_correct([("2", False), ("3", True), ("2", False)])
+    assert not scaling.majority_correct([("2", False), ("3", True)])  # a tie goes to the answer seen first
+    assert scaling.majority_correct([(None, False), (" 3", True), (None, False)])  # no answer, no vote
+    assert not scaling.majority_correct([(None, False), ("", False)])
+
+
+def sample(a1, c1, a2, c2):
+    return [{"answer": a1, "correct": c1}, {"answer": a2, "correct": c2}]
+
+
+def test_sampled_metrics_by_hand():
+    # Problem A (gold 5): t1 answers 4, 5, 4, 5 ; t2 answers 5, 5, 4, 5.
+    # Problem B (gold 7): t1 answers 7, 1, 1, 1 ; t2 answers 7, 7, 1, 7.
+    a = [sample("4", False, "5", True), sample("5", True, "5", True), sample("4", False, "4", False)]
+    a.append(sample("5", True, "5", True))
+    b = [sample("7", True, "7", True), sample("1", False, "7", True), sample("1", False, "1", False)]
+    b.append(sample("1", False, "7", True))
+    m = scaling.sampled_metrics([a, b])
+    assert (m["n"], m["problems"], m["attempts"]) == (4, 2, 2)
+    assert m["pass_at_k_t1"][1] == pytest.approx((2 / 4 + 1 / 4) / 2)
+    assert m["pass_at_k_t1"][2] == pytest.approx(((1 - 1 / 6) + (1 - 3 / 6)) / 2)
+    assert m["pass_at_k_t2"][4] == 1.0
+    # majority@k over the first k samples: A t1 4|4,5|4,5,4|4,5,4,5 -> wrong, wrong (tie), wrong, wrong (tie)
+    # B t1: 7 | 7,1 (tie: 7) | 7,1,1 -> 1 | 1 -> right, right, wrong, wrong
+    assert [m["majority_at_k_t1"][k] for k in (1, 2, 3, 4)] == [0.5, 0.5, 0.0, 0.0]
+    assert [m["majority_at_k_t2"][k] for k in (1, 2, 3, 4)] == [1.0, 1.0, 1.0, 1.0]
+    # Equal budget k: majority of k first attempts against majority of the first k/2 conversations' second ones.
+    assert m["equal_budget"] == {
+        2: {"parallel_t1": 0.5, "sequential_t2": 1.0},
+        4: {"parallel_t1": 0.0, "sequential_t2": 1.0},
+    }
+    assert "| 4 | 0.0 | 100.0 |" in scaling.scaling_markdown(m)
+
+
+def test_scaling_plot(tmp_path):
+    m = scaling.sampled_metrics([[sample("1", True, "1", True), sample("2", False, "1", True)]])
+    scaling.plot_scaling(m, tmp_path / "scaling.png")
+    assert (tmp_path / "scaling.png").stat().st_size > 1000
