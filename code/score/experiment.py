@@ -121,14 +121,14 @@ def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:
 
 def paired_difference(values: list[float], reference: list[float]) -> tuple[float, float, float]:
     """Mean of values[s] - reference[s] over seeds s with its 95% t interval (a single value stands for every
-    seed, as an untrained row's does). One seed: the interval is the mean itself."""
+    seed, as an untrained row's does). One seed has no interval: nan."""
     seeds = max(len(values), len(reference))
     values = values * seeds if len(values) == 1 else values
     reference = reference * seeds if len(reference) == 1 else reference
     differences = [v - r for v, r in zip(values, reference, strict=True)]
     mean = statistics.fmean(differences)
     if len(differences) < 2:
-        return mean, mean, mean
+        return mean, math.nan, math.nan
     half = T975.get(len(differences) - 1, Z95) * statistics.stdev(differences) / math.sqrt(len(differences))
     return mean, mean - half, mean + half
 
@@ -143,7 +143,8 @@ def paired_table(results: dict[str, list[dict]], reference: str) -> str:
         parts = []
         for key in PAIRED_METRICS:
             mean, low, high = paired_difference([m[key] for m in runs], [m[key] for m in results[reference]])
-            parts.append(f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]")
+            interval = "" if math.isnan(low) else f" [{100 * low:+.1f}, {100 * high:+.1f}]"
+            parts.append(f"{100 * mean:+.1f}{interval}")
         seeds = max(len(runs), len(results[reference]))
         lines.append(f"| {LABELS[row]} | {' | '.join(parts)} | {seeds} |")
     return "\n".join(lines)
@@ -205,7 +206,7 @@ def run_experiment(cfg: Config) -> Path:
     table = summary_table(summary)
     report = f"# Experiment {name}\n\nMean ± standard deviation over seeds {seeds}.\n\n{table}\n"
     reference = cfg.experiment.compare_to
-    if reference in results and len(results) > 1:
+    if reference in results and len(results) > 1 and len(seeds) > 1:
         paired = paired_table(results, reference)
         report += (
             f"\nEach row minus {LABELS[reference]}, percent points: mean difference over seeds, paired by seed, "
