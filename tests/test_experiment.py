@@ -49,6 +49,14 @@ def test_paired_differences_by_hand():
     assert experiment.paired_difference([0.3], [0.1, 0.3]) == pytest.approx((0.1, 0.1 - 1.2706, 0.1 + 1.2706))
     mean, low, high = experiment.paired_difference([0.4], [0.1])
     assert mean == pytest.approx(0.3) and math.isnan(low) and math.isnan(high)
+    # P(right at t2 | wrong at t1) is None for a run with nothing wrong at t1: that seed drops out.
+    assert experiment.paired_difference([0.5, None, 0.7], [0.4, 0.4, 0.6]) == pytest.approx((0.1, 0.1, 0.1))
+    assert (
+        experiment.summarise({"score": [{**dict.fromkeys(experiment.METRICS, 0.5), experiment.P_FIX: None}]})["score"][
+            experiment.P_FIX
+        ]
+        is None
+    )
     runs = {"score": [{k: 0.5 for k in experiment.METRICS}] * 2, "base": [{k: 0.2 for k in experiment.METRICS}]}
     assert "| Base model | -30.0 [-30.0, -30.0] |" in experiment.paired_table(runs, "score")
 

@@ -48,7 +48,7 @@ class SupervisedRun:
         self.tokenizer = AutoTokenizer.from_pretrained(start_model)
         self.model = load_model(start_model, cfg.model, torch.float32).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.sft.lr, weight_decay=0.0)
-        self.stop_ids = stop_token_ids(self.model, self.tokenizer, cfg.prompts)
+        self.stop_ids = stop_token_ids(self.model.generation_config, self.tokenizer, cfg.prompts)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.rng = random.Random(cfg.train.seed)
         self.logger = MetricsLogger(self.files, enabled=True)

@@ -32,8 +32,9 @@ from score.evaluate import Z95, evaluate
 from score.models import resolve_model_path
 from score.trainer import train
 
-METRICS = ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", "p_fix", "delta_c_to_i")
-PAIRED_METRICS = ("accuracy_t1", "accuracy_t2", "delta", "p_fix")
+P_FIX = "p_t2_right_given_t1_wrong"  # None when nothing was wrong at t1: such a run is left out of its mean
+METRICS = ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", P_FIX, "delta_c_to_i")
+PAIRED_METRICS = ("accuracy_t1", "accuracy_t2", "delta", P_FIX)
 LABELS = {
     "base": "Base model",
     "self_refine": "Self-Refine (prompted critique and revision)",
@@ -113,19 +114,22 @@ def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:
     for row, runs in results.items():
         summary[row] = {"seeds": len(runs)}
         for key in METRICS:
-            values = [m[key] for m in runs]
-            summary[row][key] = statistics.fmean(values)
+            values = [m[key] for m in runs if m.get(key) is not None]
+            summary[row][key] = statistics.fmean(values) if values else None
             summary[row][f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     return summary
 
 
-def paired_difference(values: list[float], reference: list[float]) -> tuple[float, float, float]:
+def paired_difference(values: list[float | None], reference: list[float | None]) -> tuple[float, float, float]:
     """Mean of values[s] - reference[s] over seeds s with its 95% t interval (a single value stands for every
-    seed, as an untrained row's does). One seed has no interval: nan."""
+    seed, as an untrained row's does; seeds where either is None are left out). One seed has no interval (nan),
+    none no mean."""
     seeds = max(len(values), len(reference))
     values = values * seeds if len(values) == 1 else values
     reference = reference * seeds if len(reference) == 1 else reference
-    differences = [v - r for v, r in zip(values, reference, strict=True)]
+    differences = [v - r for v, r in zip(values, reference, strict=True) if v is not None and r is not None]
+    if not differences:
+        return math.nan, math.nan, math.nan
     mean = statistics.fmean(differences)
     if len(differences) < 2:
         return mean, math.nan, math.nan
@@ -144,7 +148,7 @@ def paired_table(results: dict[str, list[dict]], reference: str) -> str:
         for key in PAIRED_METRICS:
             mean, low, high = paired_difference([m[key] for m in runs], [m[key] for m in results[reference]])
             interval = "" if math.isnan(low) else f" [{100 * low:+.1f}, {100 * high:+.1f}]"
-            parts.append(f"{100 * mean:+.1f}{interval}")
+            parts.append("-" if math.isnan(mean) else f"{100 * mean:+.1f}{interval}")
         seeds = max(len(runs), len(results[reference]))
         lines.append(f"| {LABELS[row]} | {' | '.join(parts)} | {seeds} |")
     return "\n".join(lines)
@@ -155,7 +159,7 @@ def summary_table(summary: dict[str, dict]) -> str:
     header = f"| Method | {columns} | seeds |\n|---|---|---|---|---|---|---|---|"
     lines = [header]
     for row, s in summary.items():
-        cells = " | ".join(f"{100 * s[k]:.1f} ± {100 * s[k + '_std']:.1f}" for k in METRICS)
+        cells = " | ".join("-" if s[k] is None else f"{100 * s[k]:.1f} ± {100 * s[k + '_std']:.1f}" for k in METRICS)
         lines.append(f"| {LABELS[row]} | {cells} | {s['seeds']} |")
     return "\n".join(lines)
 
