@@ -1,4 +1,6 @@
+import itertools
 import math
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -8,8 +10,10 @@ from score.objectives import (
     compute_baseline,
     kl_coefficients,
     kl_per_token,
+    kl_rewards_to_go,
     leave_one_out_baseline,
     loss_units,
+    process_advantages,
     score_loss,
     shaped_reward,
     token_entropy,
@@ -390,3 +394,231 @@ def test_end_to_end_gradient_through_logits():
     expected.backward()
     torch.testing.assert_close(loss.double(), expected.detach(), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(x.grad.double(), y.grad, atol=1e-6, rtol=1e-5)
+
+
+# --- temperature: tokens scored under the distribution that sampled them ------------------------
+
+
+@pytest.mark.parametrize("temperature", [0.5, 0.7, 1.3])
+def test_token_logprobs_under_temperature(temperature):
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(2, 5, 7, dtype=torch.float64, generator=g, requires_grad=True)
+    ids = torch.randint(0, 7, (2, 5), generator=g)
+    out = token_logprobs(logits, ids, chunk_size=3, temperature=temperature)
+    torch.testing.assert_close(out, reference_logprobs(logits / temperature, ids))
+    torch.autograd.gradcheck(lambda x: token_logprobs(x, ids, chunk_size=4, temperature=temperature), (logits,))
+    entropy = token_entropy(logits.detach(), chunk_size=3, temperature=temperature)
+    p = torch.log_softmax(logits.detach() / temperature, -1)
+    torch.testing.assert_close(entropy[:, 1:], -(p.exp() * p).sum(-1)[:, :-1])
+    with pytest.raises(ValueError, match="temperature"):
+        token_logprobs(logits, ids, temperature=0.0)
+
+
+def test_temperature_one_leaves_float32_logits_untouched():
+    logits = torch.randn(1, 4, 5)
+    before = logits.clone()
+    token_logprobs(logits, torch.zeros(1, 4, dtype=torch.long), temperature=0.5)
+    assert torch.equal(logits, before)
+
+
+# --- exact enumeration on a toy policy ----------------------------------------------------------
+
+
+@dataclass
+class Toy:
+    """Every conversation of a toy policy: rows are sequences, column 0 a prompt token, then the attempts."""
+
+    tokens: torch.Tensor  # [S, L] every sequence of L tokens (attempt 1 then attempt 2 ...)
+    attempt_mask: torch.Tensor  # [S, 1 + L]
+    logp: torch.Tensor  # [S, 1 + L] log pi of each token given all earlier ones (0 at column 0), differentiable
+    prob: torch.Tensor  # [S] pi(sequence), differentiable
+    prefix_attempt: torch.Tensor  # [P] the attempt whose next token row p of the logits table predicts
+
+
+def enumerate_toy(table: torch.Tensor, vocab: int, lengths: tuple[int, ...]) -> Toy:
+    """A tabular autoregressive policy: table[p] holds the logits of the next token after the p-th prefix
+    (every prefix of every length, in order of length), so pi(token | whole conversation so far) is free.
+    Enumerates all vocab ** sum(lengths) sequences with their exact log-probabilities."""
+    total = sum(lengths)
+    prefixes = [q for n in range(total) for q in itertools.product(range(vocab), repeat=n)]
+    assert table.shape == (len(prefixes), vocab)
+    index = {q: i for i, q in enumerate(prefixes)}
+    turn = [k + 1 for k, n in enumerate(lengths) for _ in range(n)]
+    table_logp = torch.log_softmax(table, -1)
+    sequences = list(itertools.product(range(vocab), repeat=total))
+    logp = torch.stack(
+        [
+            torch.stack([table_logp.new_zeros(())] + [table_logp[index[seq[:t]], seq[t]] for t in range(total)])
+            for seq in sequences
+        ]
+    )
+    return Toy(
+        tokens=torch.tensor(sequences),
+        attempt_mask=torch.tensor([0] + turn).expand(len(sequences), -1),
+        logp=logp,
+        prob=logp.sum(1).exp(),
+        prefix_attempt=torch.tensor([turn[len(q)] for q in prefixes]),
+    )
+
+
+def toy_table(vocab: int, lengths: tuple[int, ...], seed: int) -> torch.Tensor:
+    n = sum(vocab**i for i in range(sum(lengths)))
+    return torch.randn(n, vocab, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+def expected_gradient(table: torch.Tensor, toy: Toy, row_loss) -> torch.Tensor:
+    """E over sequences of grad(row_loss(i)) = sum_i pi(i) * grad row_loss(i), exactly."""
+    total = sum(toy.prob[i].detach() * row_loss(i) for i in range(len(toy.prob)))
+    return torch.autograd.grad(total, table, retain_graph=True)[0]
+
+
+def exact_gradient(table: torch.Tensor, toy: Toy, values: torch.Tensor, attempt: int | None = None) -> torch.Tensor:
+    """grad of E[values] = sum_i pi(i) * values[i]; with `attempt`, only through that attempt's rows of the table
+    (the gradient w.r.t. the parameters that choose attempt k's tokens)."""
+    (grad,) = torch.autograd.grad((toy.prob * values).sum(), table, retain_graph=True)
+    if attempt is not None:
+        grad = grad * (toy.prefix_attempt == attempt)[:, None]
+    return grad
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k3"])
+@pytest.mark.parametrize("vocab,length", [(3, 3), (2, 5)])
+def test_kl_modes_against_the_exact_gradient_of_the_attempt_kl(estimator, vocab, length):
+    beta = 0.1
+    table = toy_table(vocab, (length,), seed=length).requires_grad_()
+    ref = enumerate_toy(toy_table(vocab, (length,), seed=10 + length), vocab, (length,))
+    toy = enumerate_toy(table, vocab, (length,))
+    # KL(pi(.|x) || pi_ref(.|x)) over whole attempts, and its gradient.
+    kl = (toy.logp.sum(1) - ref.logp.sum(1)).detach()
+    true_grad = exact_gradient(table, toy, toy.logp.sum(1) - ref.logp.sum(1))
+    assert (toy.prob.sum() - 1).abs() < 1e-12 and kl @ toy.prob.detach() > 0
+
+    def loss(mode):
+        zero = torch.zeros(1, 1, dtype=torch.float64)
+        return lambda i: score_loss(
+            toy.logp[i : i + 1], ref.logp[i : i + 1], toy.attempt_mask[i : i + 1], zero, (beta,), estimator, 1.0,
+            kl_mode=mode,
+        )[0]  # fmt: skip
+
+    reward_mode = expected_gradient(table, toy, loss("reward"))
+    torch.testing.assert_close(reward_mode, beta * true_grad, atol=1e-12, rtol=1e-9)  # exact
+    loss_mode = expected_gradient(table, toy, loss("loss"))
+    # The per-token penalty holds each prefix fixed: its expected gradient misses how earlier tokens change the
+    # KL of later positions, a known bias (here several percent).
+    assert relative_error(loss_mode, beta * true_grad) > 0.02
+    # It is exact for the last position's parameters: no later position's KL depends on that token.
+    last = torch.arange(len(table)) >= len(table) - vocab ** (length - 1)
+    torch.testing.assert_close(loss_mode[last], beta * true_grad[last], atol=1e-12, rtol=1e-9)
+    assert relative_error(loss_mode[~last], beta * true_grad[~last]) > 0.02
+
+
+def test_kl_rewards_to_go_by_hand():
+    # Attempt 1 = positions 1-2, attempt 2 = positions 4-5; k1 per token = 1, 2 | 3, 4. No crossing of attempts.
+    mask = torch.tensor([[0, 1, 1, 0, 2, 2, 0]])
+    logp = torch.tensor([[9.0, 1.0, 2.0, 9.0, 3.0, 4.0, 9.0]])
+    ref = torch.zeros(1, 7)
+    out = kl_rewards_to_go(logp, ref, mask, (0.5, 0.1))
+    torch.testing.assert_close(out, torch.tensor([[0.0, -1.5, -1.0, 0.0, -0.7, -0.4, 0.0]]))
+
+
+def two_attempt_rewards(toy: Toy, length: int) -> torch.Tensor:
+    """r_k = 1 when attempt k's last token is 0 ("the right answer"), [S, 2]."""
+    return torch.stack([toy.tokens[:, length - 1] == 0, toy.tokens[:, 2 * length - 1] == 0], 1).double()
+
+
+def stage2_expected_gradient(table, toy, rewards, alpha, gamma, advantages=None):
+    adv = attempt_advantages(rewards, stage=2, alpha=alpha, baseline="none", group_size=1, gamma=gamma)
+    adv = adv if advantages is None else advantages
+    return expected_gradient(
+        table,
+        toy,
+        lambda i: score_loss(
+            toy.logp[i : i + 1], toy.logp[i : i + 1].detach(), toy.attempt_mask[i : i + 1], adv[i : i + 1],
+            (0.0, 0.0), "k1", 1.0,
+        )[0],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("alpha,gamma", [(0.0, 0.0), (10.0, 0.0), (10.0, 1.0), (3.0, 0.5)])
+def test_stage2_gradient_is_the_exact_per_attempt_gradient(alpha, gamma):
+    # E[grad loss] = -(grad through attempt 1 of E[r1 + gamma * s] + grad through attempt 2 of E[s]).
+    length = 2
+    table = toy_table(2, (length, length), seed=3).requires_grad_()
+    toy = enumerate_toy(table, 2, (length, length))
+    r = two_attempt_rewards(toy, length)
+    s = shaped_reward(r[:, 0], r[:, 1], alpha)
+    exact = exact_gradient(table, toy, r[:, 0] + gamma * s, attempt=1)
+    exact = exact + exact_gradient(table, toy, s, attempt=2)
+    got = stage2_expected_gradient(table, toy, r, alpha, gamma)
+    torch.testing.assert_close(got, -exact, atol=1e-12, rtol=1e-9)
+
+
+def test_gamma0_shaping_is_weighting_r2_by_one_plus_alpha():
+    # With gamma = 0 the -alpha * r1 part of the shaped reward depends only on attempt 1: for attempt 2 it is a
+    # baseline. In expectation shaping = weighting r2 by (1 + alpha), and attempt 1 only sees r1.
+    length, alpha = 2, 10.0
+    table = toy_table(2, (length, length), seed=4).requires_grad_()
+    toy = enumerate_toy(table, 2, (length, length))
+    r = two_attempt_rewards(toy, length)
+    shaped = stage2_expected_gradient(table, toy, r, alpha, gamma=0.0)
+    weighted = torch.stack([r[:, 0], (1 + alpha) * r[:, 1]], 1)
+    torch.testing.assert_close(stage2_expected_gradient(table, toy, r, alpha, 0.0, advantages=weighted), shaped)
+    unshaped = stage2_expected_gradient(table, toy, r, 0.0, gamma=0.0)
+    attempt1 = toy.prefix_attempt == 1
+    torch.testing.assert_close(shaped[attempt1], unshaped[attempt1])  # alpha does not touch attempt 1
+    assert not torch.allclose(shaped, unshaped)
+
+
+def test_gamma1_alpha10_rewards_a_wrong_first_attempt():
+    # gamma = 1, alpha = 10: attempt 1's return is r1 + s = 11 r2 - 9 r1. When attempt 2's success does not depend
+    # on attempt 1, a gradient step makes the first attempt less often right; with gamma = 0 (or alpha = 0) more.
+    length = 2
+    vocab, lengths = 2, (length, length)
+    table = toy_table(vocab, lengths, seed=5)
+    prefixes = [q for n in range(2 * length) for q in itertools.product(range(vocab), repeat=n)]
+    for i, q in enumerate(prefixes):  # attempt 2's logits depend only on attempt 2's own earlier tokens
+        if len(q) >= length:
+            table[i] = table[prefixes.index(q[length:])] + 0.3
+    table.requires_grad_()
+    toy = enumerate_toy(table, vocab, lengths)
+    r = two_attempt_rewards(toy, length)
+    grad_right_first = exact_gradient(table, toy, r[:, 0])
+
+    def change_of_right_first(alpha, gamma):
+        step = -stage2_expected_gradient(table, toy, r, alpha, gamma)
+        return (step * grad_right_first).sum().item()  # d P(right at t1) along a gradient step
+
+    assert change_of_right_first(alpha=10.0, gamma=1.0) < 0
+    assert change_of_right_first(alpha=10.0, gamma=0.0) > 0
+    assert change_of_right_first(alpha=0.0, gamma=1.0) > 0
+    # Exactly: the attempt-1 step is -9 x the gradient of P(right at t1) (E[r2 | y1] is the same for every y1).
+    step = -stage2_expected_gradient(table, toy, r, 10.0, 1.0)
+    attempt1 = toy.prefix_attempt == 1
+    torch.testing.assert_close(step[attempt1], -9 * grad_right_first[attempt1], atol=1e-12, rtol=1e-9)
+
+
+# --- baselines over every process's rows ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("baseline", ["batch", "loo", "none"])
+def test_process_advantages_use_every_process_rows(baseline):
+    g = torch.Generator().manual_seed(7)
+    rewards = (torch.rand(8, 2, generator=g) > 0.5).float()
+    rewards[:4, 1] = 1.0  # process 0 does better than process 1: a per-process batch mean would differ
+    rewards[4:, 1] = 0.0
+    full = attempt_advantages(rewards, stage=2, alpha=10.0, baseline=baseline, group_size=2, gamma=0.5)
+    world, shards = 2, rewards.chunk(2)
+
+    def gather(local):  # what accelerator.gather returns on every process: all rows in rank order
+        assert any(local is shard for shard in shards)
+        return torch.cat(shards)
+
+    local = [process_advantages(shards[r], gather, r, 2, 10.0, baseline, 2, gamma=0.5) for r in range(world)]
+    torch.testing.assert_close(torch.cat(local), full)
+    if baseline == "batch":
+        alone = attempt_advantages(shards[0], stage=2, alpha=10.0, baseline="batch", group_size=2, gamma=0.5)
+        assert not torch.allclose(alone, local[0])

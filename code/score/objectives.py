@@ -6,32 +6,35 @@ instruction and pad tokens and k on tokens generated in attempt k (1-based). `re
 The samples of one problem are `group_size` contiguous rows. Per-token tensors are aligned so
 that position t scores token t: `logp[:, t] = log pi(input_ids[:, t] | input_ids[:, :t])`.
 
-The loss is REINFORCE with per-attempt credit (no reward flows from attempt 2 to attempt 1) and
-a KL penalty to the frozen reference model, added to the loss per token:
+The loss is REINFORCE with per-attempt credit by default (gamma = 0: no reward flows from attempt 2
+to attempt 1) and a KL penalty to the frozen reference model, by default added to the loss per token
+(kl_mode "loss"), or put into the return with reward-to-go inside each attempt (kl_mode "reward"):
 
-    loss = sum over attempt tokens of  w_t * (-A_k * logp_t + beta_k * kl_t)  / normalizer
+    loss = sum over attempt tokens of  w_t * (-A_k * logp_t + beta_k * kl_t)  / normalizer     (loss)
+    loss = sum over attempt tokens of  w_t * (-(A_k + c_t) * logp_t)  / normalizer              (reward)
 
 One forward pass over the whole conversation gives every attempt's log-probs; `attempt_mask`
 selects which advantage and KL coefficient each token gets. A typical step:
 
-    adv = attempt_advantages(rollout.rewards, stage, alpha, baseline, group_size)   # whole batch
+    adv = process_advantages(rollout.rewards, gather, rank, stage, alpha, baseline, group_size, gamma)
     coefs = kl_coefficients(stage, attempts, beta1, beta2)
     normalizer = global loss_units(...) / world_size                                  # see loss_units
     for each micro-batch:
-        logp = token_logprobs(policy(ids).logits, ids)
-        ref_logp = token_logprobs(reference(ids).logits, ids)                         # under no_grad
-        loss, stats = score_loss(logp, ref_logp, mask, adv[rows], coefs, estimator, normalizer)
+        logp = token_logprobs(policy(ids).logits, ids, temperature=T)                # T: sampling temperature
+        ref_logp = token_logprobs(reference(ids).logits, ids, temperature=T)         # under no_grad
+        loss, stats = score_loss(logp, ref_logp, mask, adv[rows], coefs, estimator, normalizer, agg, kl_mode)
         loss.backward()
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 KL_ESTIMATORS = ("k1", "k3")
+KL_MODES = ("loss", "reward")
 BASELINES = ("loo", "batch", "none")
 AGGREGATIONS = ("token_mean", "seq_mean")
 
@@ -42,7 +45,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 class _ChunkedLogprobs(torch.autograd.Function):
-    """log softmax(logits)[label] for rows of a [M, V] matrix, `chunk` rows at a time.
+    """log softmax(logits / temperature)[label] for rows of a [M, V] matrix, `chunk` rows at a time.
 
     Only the input logits (as given, e.g. bf16), the labels and one float per row are kept for the
     backward pass, which recomputes the softmax chunk by chunk. A plain
@@ -51,38 +54,46 @@ class _ChunkedLogprobs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, labels: Tensor, chunk: int) -> Tensor:
+    def forward(ctx, logits: Tensor, labels: Tensor, chunk: int, temperature: float) -> Tensor:
         dtype = _compute_dtype(logits.dtype)
         out = torch.empty(logits.shape[0], dtype=dtype, device=logits.device)
         lse = torch.empty_like(out)
         for s in range(0, logits.shape[0], chunk):
-            block = logits[s : s + chunk].to(dtype)
+            block = _tempered(logits[s : s + chunk].to(dtype), temperature)
             lse[s : s + chunk] = block.logsumexp(-1)
             out[s : s + chunk] = block.gather(-1, labels[s : s + chunk, None]).squeeze(-1) - lse[s : s + chunk]
         ctx.save_for_backward(logits, labels, lse)
-        ctx.chunk = chunk
+        ctx.chunk, ctx.temperature = chunk, temperature
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         logits, labels, lse = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
-            return None, None, None
+            return None, None, None, None
         grad = torch.empty_like(logits)
         for s in range(0, logits.shape[0], ctx.chunk):
-            g = grad_out[s : s + ctx.chunk, None].to(lse.dtype)
-            # d log p(label) / d logit_j = 1[j = label] - softmax_j
-            block = (logits[s : s + ctx.chunk].to(lse.dtype) - lse[s : s + ctx.chunk, None]).exp_().mul_(-g)
+            g = grad_out[s : s + ctx.chunk, None].to(lse.dtype) / ctx.temperature
+            # d log p(label) / d logit_j = (1[j = label] - softmax_j(logits / T)) / T
+            block = _tempered(logits[s : s + ctx.chunk].to(lse.dtype), ctx.temperature)
+            block = (block - lse[s : s + ctx.chunk, None]).exp_().mul_(-g)
             block.scatter_add_(-1, labels[s : s + ctx.chunk, None], g)
             grad[s : s + ctx.chunk] = block
-        return grad, None, None
+        return grad, None, None, None
 
 
-def token_logprobs(logits: Tensor, input_ids: Tensor, chunk_size: int = 1024) -> Tensor:
+def _tempered(block: Tensor, temperature: float) -> Tensor:
+    """logits / T (never in place: the block may be the caller's tensor); T = 1 leaves the values bit for bit."""
+    return block if temperature == 1.0 else block / temperature
+
+
+def token_logprobs(logits: Tensor, input_ids: Tensor, chunk_size: int = 1024, temperature: float = 1.0) -> Tensor:
     """Log-probability of each token under the model: [N, T, V], [N, T] -> [N, T] (float32 or wider).
 
-    out[:, t] = log p(input_ids[:, t] | input_ids[:, :t]), computed from logits[:, t - 1];
-    out[:, 0] = 0 (the first token has no prediction; it is always prompt).
+    out[:, t] = log p(input_ids[:, t] | input_ids[:, :t]), computed from logits[:, t - 1] / temperature;
+    out[:, 0] = 0 (the first token has no prediction; it is always prompt). Pass the sampling temperature so
+    that tokens are scored under the distribution that sampled them (on-policy). The log-softmax runs in float32
+    (or wider) whatever the dtype of the logits.
 
     Works on `chunk_size` token positions at a time, so the extra memory is a few float32
     [chunk_size, V] blocks, never a float32 copy of the batch, in the forward and backward passes.
@@ -92,13 +103,15 @@ def token_logprobs(logits: Tensor, input_ids: Tensor, chunk_size: int = 1024) ->
     # Position t's logits predict token t + 1; the last position predicts nothing and gets a
     # dummy label whose score is dropped below.
     labels = torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1).reshape(-1)
-    scores = _ChunkedLogprobs.apply(logits.reshape(n * t, v), labels, chunk_size).view(n, t)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    scores = _ChunkedLogprobs.apply(logits.reshape(n * t, v), labels, chunk_size, float(temperature)).view(n, t)
     return torch.cat([scores.new_zeros(n, 1), scores[:, :-1]], dim=1)
 
 
 @torch.no_grad()
-def token_entropy(logits: Tensor, chunk_size: int = 1024) -> Tensor:
-    """Entropy of the distribution that predicted each token, [N, T, V] -> [N, T]; for logging.
+def token_entropy(logits: Tensor, chunk_size: int = 1024, temperature: float = 1.0) -> Tensor:
+    """Entropy of the distribution (softmax of logits / temperature) that predicted each token, [N, T, V] -> [N, T].
 
     Aligned like `token_logprobs`: out[:, t] comes from logits[:, t - 1], out[:, 0] = 0.
     Chunked the same way (no float32 copy of the batch); no gradient.
@@ -107,7 +120,7 @@ def token_entropy(logits: Tensor, chunk_size: int = 1024) -> Tensor:
     flat = logits.reshape(n * t, v)
     out = torch.empty(n * t, dtype=_compute_dtype(logits.dtype), device=logits.device)
     for s in range(0, n * t, chunk_size):
-        block = flat[s : s + chunk_size].to(out.dtype)
+        block = _tempered(flat[s : s + chunk_size].to(out.dtype), temperature)
         lse = block.logsumexp(-1, keepdim=True)
         # H = -sum p log p = lse - sum p * logit
         out[s : s + chunk_size] = (lse - ((block - lse).exp() * block).sum(-1, keepdim=True)).squeeze(-1)
@@ -178,14 +191,20 @@ def shaped_reward(r1: Tensor, r2: Tensor, alpha: float) -> Tensor:
     return r2 + alpha * (r2 - r1)
 
 
-def attempt_advantages(rewards: Tensor, stage: int, alpha: float, baseline: str, group_size: int) -> Tensor:
-    """Advantage of each attempt, rewards [N, K] -> [N, K], per-attempt credit (discount 0).
+def attempt_advantages(
+    rewards: Tensor, stage: int, alpha: float, baseline: str, group_size: int, gamma: float = 0.0
+) -> Tensor:
+    """Advantage of each attempt, rewards [N, K] -> [N, K]; gamma is the discount from attempt 2 to attempt 1.
 
     K = 2, Stage I:  A1 = 0 (attempt 1 gets no policy gradient, only KL), A2 = r2 - b(r2).
-    K = 2, Stage II: A1 = r1 - b(r1), A2 = s - b(s) with s = shaped_reward(r1, r2, alpha);
-                     A1 never depends on r2.
+    K = 2, Stage II: A1 = G1 - b(G1) with the return G1 = r1 + gamma * s, A2 = s - b(s) with
+                     s = shaped_reward(r1, r2, alpha). gamma = 0 (default, per-attempt credit): A1 never
+                     depends on r2, and the -alpha * r1 part of s depends only on attempt 1, so for attempt 2
+                     it is a baseline: in expectation shaping weights r2 by (1 + alpha). gamma > 0: attempt 1
+                     is paid gamma * s, so alpha changes its incentive (gamma = 1, alpha = 10: G1 = 11 r2 - 9 r1,
+                     a wrong first attempt is rewarded).
     K = 1 (single-attempt RL, either stage): A1 = r1 - b(r1).
-    The baseline b is computed per attempt on that attempt's (shaped) reward over the batch given,
+    The baseline b is computed per attempt on that attempt's return over the batch given,
     so compute advantages on a whole rollout batch (all samples of a problem), then split it.
     """
     if stage not in (1, 2):
@@ -201,10 +220,50 @@ def attempt_advantages(rewards: Tensor, stage: int, alpha: float, baseline: str,
         a1 = torch.zeros_like(r1)
         a2 = r2 - compute_baseline(r2, baseline, group_size)
     else:
-        a1 = r1 - compute_baseline(r1, baseline, group_size)
         s = shaped_reward(r1, r2, alpha)
+        g1 = r1 + gamma * s
+        a1 = g1 - compute_baseline(g1, baseline, group_size)
         a2 = s - compute_baseline(s, baseline, group_size)
     return torch.stack([a1, a2], dim=1)
+
+
+def process_advantages(
+    rewards: Tensor,
+    gather: Callable[[Tensor], Tensor],
+    rank: int,
+    stage: int,
+    alpha: float,
+    baseline: str,
+    group_size: int,
+    gamma: float = 0.0,
+) -> Tensor:
+    """`attempt_advantages` of this process's rows [n, K], with baselines over every process's rows.
+
+    gather(rewards) returns all processes' rewards stacked in rank order (accelerator.gather); every process has
+    n rows and keeps rows rank * n ... (rank + 1) * n. The `batch` baseline is then the mean over the global
+    batch, as with one process; `loo` is unchanged (a problem's samples are on one process).
+    """
+    n = rewards.shape[0]
+    everything = gather(rewards)
+    return attempt_advantages(everything, stage, alpha, baseline, group_size, gamma)[rank * n : (rank + 1) * n]
+
+
+def kl_rewards_to_go(logp: Tensor, ref_logp: Tensor, attempt_mask: Tensor, kl_coefs: Sequence[float]) -> Tensor:
+    """KL as a reward (kl_mode=reward): -beta_k * sum of k1 = logp - ref_logp over the rest of attempt k, [N, T].
+
+    out[:, t] = -beta_k * sum_{t' >= t, t' in attempt k} (logp_t' - ref_logp_t') for a token t of attempt k, 0
+    elsewhere; detached. Used as a per-token addition to the advantage, REINFORCE with this reward-to-go is
+    exact in expectation: E[sum_t grad logp_t * sum_{t'>=t} k1_t'] = grad KL(pi(.|c) || pi_ref(.|c)) of the whole
+    attempt given its context c (the terms t' < t have expectation 0). Each attempt is charged its own KL only.
+    """
+    log_ratio = (logp - ref_logp).detach()
+    out = torch.zeros_like(log_ratio)
+    for k, beta in enumerate(kl_coefs, 1):
+        mask = attempt_mask == k
+        ratio = torch.where(mask, log_ratio, 0.0)
+        to_go = ratio.flip(1).cumsum(1).flip(1)
+        out = out + torch.where(mask, -beta * to_go, 0.0)
+    return out
 
 
 def kl_coefficients(stage: int, attempts: int, beta1: float, beta2: float) -> tuple[float, ...]:
@@ -244,6 +303,7 @@ def score_loss(
     estimator: str,
     normalizer: float | Tensor,
     aggregation: str = "token_mean",
+    kl_mode: str = "loss",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """REINFORCE + KL loss of one micro-batch; summed over micro-batches it is the global-batch loss.
 
@@ -251,18 +311,25 @@ def score_loss(
     attempt_mask [N, T]; advantages [N, K] (constants, from `attempt_advantages`);
     kl_coefs: K floats (from `kl_coefficients`); estimator: "k1" or "k3" (see `kl_per_token`).
 
-    Per token of attempt k: term = -A_k * logp_t + beta_k * kl_t; prompt and pad tokens add nothing.
+    Per token of attempt k, kl_mode "loss": term = -A_k * logp_t + beta_k * kl_t (a per-token penalty, see
+    `kl_per_token`; its gradient is that of the per-position KLs with the prefix held fixed, a biased estimate of
+    the gradient of the attempt's KL). kl_mode "reward": term = -(A_k + c_t) * logp_t with c from
+    `kl_rewards_to_go` (exact in expectation); the estimator then only changes the reported KL.
+    Prompt and pad tokens add nothing.
       token_mean: loss = sum of terms / normalizer, normalizer = attempt tokens of the global batch.
       seq_mean:   each attempt's mean term over its tokens, summed over the attempts of a sequence,
                   summed over sequences / normalizer, normalizer = sequences of the global batch.
     See `loss_units` for the normalizer under several processes.
 
     Returns (loss, stats) with detached stats that add up over micro-batches and processes:
-    pg_loss and kl_loss (loss = pg_loss + kl_loss), kl_sum [K] (sum of the KL estimate over
-    attempt-k tokens) and tokens [K] (attempt-k token counts); mean KL of attempt k = kl_sum / tokens.
+    pg_loss and kl_loss (loss = pg_loss + kl_loss; kl_loss = 0 in reward mode, where the KL is in pg_loss),
+    kl_sum [K] (sum of the KL estimate over attempt-k tokens) and tokens [K] (attempt-k token counts);
+    mean KL of attempt k = kl_sum / tokens.
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown loss aggregation {aggregation!r}; expected one of {AGGREGATIONS}")
+    if kl_mode not in KL_MODES:
+        raise ValueError(f"unknown KL mode {kl_mode!r}; expected one of {KL_MODES}")
     n_attempts = advantages.shape[1]
     if len(kl_coefs) != n_attempts:
         raise ValueError(f"{len(kl_coefs)} KL coefficients for {n_attempts} attempts")
@@ -270,17 +337,20 @@ def score_loss(
         raise ValueError(f"attempt_mask has attempt {int(attempt_mask.max())} but advantages only {n_attempts}")
     active = attempt_mask > 0
     # Prompt and pad positions may hold any value (even inf); zero them so they cannot reach the sums.
-    logp = torch.where(active, logp, 0.0)
-    kl = kl_per_token(logp, torch.where(active, ref_logp, 0.0), estimator)
+    logp, ref_logp = torch.where(active, logp, 0.0), torch.where(active, ref_logp, 0.0)
+    kl = kl_per_token(logp, ref_logp, estimator)
     advantages = advantages.detach().to(logp.dtype)
+    in_reward = kl_mode == "reward"
+    kl_reward = kl_rewards_to_go(logp, ref_logp, attempt_mask, kl_coefs) if in_reward else torch.zeros_like(logp)
     pg_sum = kl_weighted = logp.new_zeros(())
     kl_sum, tokens = [], []
     for k in range(n_attempts):
         mask = (attempt_mask == k + 1).to(logp.dtype)
         count = mask.sum(1, keepdim=True)
         weight = mask if aggregation == "token_mean" else mask / count.clamp(min=1)
-        pg_sum = pg_sum - (weight * advantages[:, k : k + 1] * logp).sum()
-        kl_weighted = kl_weighted + kl_coefs[k] * (weight * kl).sum()
+        pg_sum = pg_sum - (weight * (advantages[:, k : k + 1] + kl_reward) * logp).sum()
+        if not in_reward:
+            kl_weighted = kl_weighted + kl_coefs[k] * (weight * kl).sum()
         kl_sum.append((mask * kl).sum().detach())
         tokens.append(count.sum())
     pg_loss, kl_loss = pg_sum / normalizer, kl_weighted / normalizer
