@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -6,10 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
+from score import objectives
+from score import trainer as trainer_module
 from score.config import REPO_ROOT, ScoreError, load_config
 from score.data import load_math
-from score.trainer import stage_schedule, step_problems, train
+from score.models import weight_dtypes
+from score.trainer import lr_factor, stage_schedule, step_problems, train
 
 # 4 problems x 4 samples in one micro-batch, a fast lr, no checkpoints: the learning tests' step
 RL_BATCH = [
@@ -56,6 +61,16 @@ def test_stage_schedule_and_rounds():
     assert stage_schedule(cfg) == [1, 1, 2, 2, 2, 1, 1, 2, 2, 2]
     cfg = load_config(None, ["train.stage1_steps=0", "train.stage2_steps=2"])
     assert stage_schedule(cfg) == [2, 2]
+
+
+def test_lr_schedules_by_hand():
+    # 2 warm-up steps of 6: 1/3, 2/3, then 4 steps decaying from 1 (progress 0, 1/4, 2/4, 3/4).
+    factors = lambda schedule: [lr_factor(s, 6, 2, schedule) for s in range(6)]  # noqa: E731
+    assert factors("constant") == pytest.approx([1 / 3, 2 / 3, 1, 1, 1, 1])
+    assert factors("linear") == pytest.approx([1 / 3, 2 / 3, 1, 3 / 4, 1 / 2, 1 / 4])
+    cosine = [0.5 * (1 + math.cos(math.pi * p)) for p in (0, 1 / 4, 1 / 2, 3 / 4)]
+    assert factors("cosine") == pytest.approx([1 / 3, 2 / 3, *cosine])
+    assert lr_factor(0, 1, 0, "cosine") == 1.0  # one step: the full lr
 
 
 def test_processes_see_different_problems(sample_jsonl):
@@ -107,6 +122,101 @@ def test_stage1_beta2_holds_attempt_one(tmp_path, tiny_model_dir, sample_jsonl):
     kl = lambda rows, k: mean(abs(r[f"kl_t{k}"]) for r in rows[-5:])  # noqa: E731
     assert kl(held, 1) < 0.5 * kl(free, 1), (kl(held, 1), kl(free, 1))
     assert kl(held, 1) < kl(held, 2)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps one mixed-precision setting per process; a test that changes it starts and ends clean."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.usefixtures("fresh_accelerate_state")
+@pytest.mark.parametrize("kl_mode", ["loss", "reward"])
+def test_reference_matches_the_policy_before_any_update_under_bf16_autocast(
+    tmp_path, tiny_model_dir, sample_jsonl, monkeypatch, kl_mode
+):
+    # The GPU path, emulated on the CPU: fp32 policy weights under bf16 autocast, the reference on the same path.
+    # Step 1 measures the KL before the first update, so it must be exactly 0 (bf16 reference weights: not 0).
+    monkeypatch.setattr(trainer_module, "weight_dtypes", lambda model, on_gpu: weight_dtypes(model, on_gpu=True))
+    policy_dtype, reference_dtype, mixed = weight_dtypes(load_config(None).model, on_gpu=True)
+    assert (policy_dtype, reference_dtype, mixed) == (torch.float32, torch.float32, "bf16")
+    cfg = tiny_config(
+        tmp_path,
+        tiny_model_dir,
+        sample_jsonl,
+        "train.stage1_steps=1",
+        "train.stage2_steps=0",
+        f"train.kl_mode={kl_mode}",
+    )
+    (first,) = metrics(train(cfg, reward_fn=contains("y")))
+    assert first["kl_t1"] == 0.0 and first["kl_t2"] == 0.0
+    monkeypatch.setattr(trainer_module, "weight_dtypes", lambda model, on_gpu: (torch.float32, torch.bfloat16, "bf16"))
+    (first,) = metrics(train(load_config(tmp_path / "runs" / "tiny" / "config.yaml", ["train.run_name=bf16ref"])))
+    assert first["kl_t1"] > 0  # the check sees a mismatched reference
+
+
+def test_heldout_problems_are_evaluated_and_never_trained_on(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch):
+    temperatures = set()
+    real_logprobs = objectives.token_logprobs
+
+    def spy(logits, ids, chunk_size=1024, temperature=1.0):
+        temperatures.add(temperature)
+        return real_logprobs(logits, ids, chunk_size, temperature)
+
+    monkeypatch.setattr(objectives, "token_logprobs", spy)
+    trained = set()
+
+    def reward(texts, problems):
+        trained.update(p.id for p in problems)
+        return contains("y")(texts, problems)
+
+    cfg = tiny_config(
+        tmp_path,
+        tiny_model_dir,
+        sample_jsonl,
+        "train.stage1_steps=2",
+        "train.stage2_steps=3",
+        "train.eval_every=2",
+        "train.eval_problems=3",
+        "train.lr_schedule=cosine",
+        "train.kl_mode=reward",
+        "train.gamma=1",
+        "rollout.temperature=0.7",
+        "eval.max_new_tokens=4",
+    )
+    run = train(cfg, reward_fn=reward)
+    heldout = {p.id for p in load_math(sample_jsonl, split="train", seed=cfg.data.seed)[:3]}
+    assert trained and not trained & heldout
+    rows = metrics(run)
+    evaluations = [r for r in rows if "heldout_accuracy_t1" in r]
+    assert [r["step"] for r in evaluations] == [0, 2, 4, 5]  # before the first step, every 2, after the last
+    assert all(r["heldout_n"] == 3 for r in evaluations)
+    for key in ("heldout_delta_i_to_c", "heldout_p_t2_right_given_t1_wrong", "heldout_edit_distance"):
+        assert key in evaluations[0]
+    steps = [r for r in rows if "reward_t1" in r]
+    for key in ("p_t2_right_given_t1_wrong", "p_t2_wrong_given_t1_right", "answer_changed", "edit_distance"):
+        assert key in steps[0]
+    assert 0 <= steps[0]["edit_distance"] <= 1
+    assert temperatures == {0.7}  # policy and reference score tokens under the sampling distribution
+    assert (run / "training.png").stat().st_size > 1000
+
+
+def test_training_guards_are_clear_errors(tmp_path, tiny_model_dir, sample_jsonl):
+    with pytest.raises(ScoreError, match="top_p=0.9"):
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, "rollout.top_p=0.9"))
+    with pytest.raises(ScoreError, match="temperature=0"):
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, "rollout.temperature=0"))
+    with pytest.raises(
+        ScoreError, match=r"need \d+ tokens \(2 attempts x rollout.max_new_tokens=3000.*context is 4096"
+    ):
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, "rollout.max_new_tokens=3000"))
+    with pytest.raises(ScoreError, match="eval.max_new_tokens=5000"):
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, "train.eval_every=1", "eval.max_new_tokens=5000"))
+    with pytest.raises(ScoreError, match="eval_problems=1000"):
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, "train.eval_every=1", "train.eval_problems=1000"))
+    assert not (tmp_path / "runs" / "tiny" / "metrics.jsonl").exists()
 
 
 def test_resume_ends_with_the_same_weights(tmp_path, tiny_model_dir, sample_jsonl):
@@ -231,9 +341,13 @@ def test_two_processes_share_weights(tmp_path):
     # torch.distributed.run, and the trainer makes the group gloo on a machine without GPUs.
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launcher += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    out = run_cli("--task", "train", *overrides, "--set", "train.save_every=0", cwd=tmp_path, launcher=launcher)
+    # The batch baseline gathers both processes' rewards; the held-out problems are split over both and gathered.
+    options = ["train.save_every=0", "train.baseline=batch", "train.eval_every=3"]
+    options = [x for option in options for x in ("--set", option)]
+    out = run_cli("--task", "train", *overrides, *options, cwd=tmp_path, launcher=launcher)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "weights identical on 2 processes" in out.stdout
     run = tmp_path / "runs" / "tiny"
     assert (run / "checkpoints" / "step_6" / "random_states_1.pkl").is_file()
-    assert len(metrics(run)) == 6
+    assert len([r for r in metrics(run) if "reward_t1" in r]) == 6
+    assert [(r["step"], r["heldout_n"]) for r in metrics(run) if "heldout_n" in r] == [(0, 4), (3, 4), (6, 4)]

@@ -113,12 +113,27 @@ class TrainConfig:
     micro_batch_size: int = _help("Conversations per forward/backward pass per process.", 4)
     lr: float = _help("AdamW learning rate (paper: 5e-6 MATH, 1e-5 MBPP).", 5e-6)
     weight_decay: float = _help("AdamW weight decay.", 0.0)
-    warmup_steps: int = _help("Linear learning-rate warm-up steps, then constant.", 0)
+    warmup_steps: int = _help("Linear learning-rate warm-up steps, then lr_schedule.", 0)
+    lr_schedule: str = _help(
+        "Learning rate after the warm-up: constant, linear (to 0 at the last step) or cosine (to 0).", "constant"
+    )
     max_grad_norm: float = _help("Gradient clipping norm (0: off).", 1.0)
     alpha: float = _help("Reward-shaping coefficient of Stage II (0: no shaping ablation).", 10.0)
     beta1: float = _help("KL coefficient on attempts not held by beta2.", 0.01)
     beta2: float = _help("Stage I KL coefficient on the first attempt (paper: 0.1 MATH, 0.25 MBPP).", 0.1)
     kl_estimator: str = _help("Per-token KL estimator: k1 (log ratio) or k3 (unbiased, non-negative).", "k3")
+    kl_mode: str = _help(
+        "How the KL to the reference enters: loss (a per-token penalty in the loss; its gradient holds each prefix "
+        "fixed, biased for the KL of a whole attempt) or reward (the k1 log ratio in the return with reward-to-go "
+        "inside each attempt; exact in expectation).",
+        "loss",
+    )
+    gamma: float = _help(
+        "Discount from attempt 2 to attempt 1 in Stage II: attempt 1's return is r1 + gamma x attempt 2's shaped "
+        "reward. 0 (per-attempt credit): shaping only weights r2 by 1 + alpha; > 0: alpha also pays attempt 1 "
+        "for being wrong (see README).",
+        0.0,
+    )
     baseline: str = _help("Reward baseline: loo (leave-one-out over a problem's samples), batch or none.", "loo")
     loss_aggregation: str = _help(
         "token_mean over the global batch, or seq_mean (mean per attempt, then batch).", "token_mean"
@@ -127,6 +142,14 @@ class TrainConfig:
     save_every: int = _help("Checkpoint every this many steps (0: only at the end).", 100)
     keep_checkpoints: int = _help("Newest checkpoints kept on disk.", 2)
     sample_every: int = _help("Log sample conversations every this many steps (0: never).", 50)
+    eval_every: int = _help(
+        "Evaluate the held-out problems (eval.* settings, greedy by default) every this many steps, and before "
+        "the first and after the last (0: off, nothing held out).",
+        0,
+    )
+    eval_problems: int = _help(
+        "Training problems held out (never trained on) for eval_every; taken when eval_every > 0.", 100
+    )
     resume: bool = _help("Continue from the latest checkpoint of the run.", False)
     max_nonfinite_steps: int = _help("Stop after this many non-finite losses in a row.", 3)
 
@@ -234,6 +257,8 @@ CHOICES = {
     ("model", "dtype"): {"auto", "bfloat16", "float16", "float32"},
     ("data", "scheme"): {"paper", "full"},
     ("train", "kl_estimator"): {"k1", "k3"},
+    ("train", "kl_mode"): {"loss", "reward"},
+    ("train", "lr_schedule"): {"constant", "linear", "cosine"},
     ("train", "baseline"): {"loo", "batch", "none"},
     ("train", "loss_aggregation"): {"token_mean", "seq_mean"},
     ("train", "attempts"): {1, 2},
@@ -252,7 +277,7 @@ NON_NEGATIVE = {
     ("train", "weight_decay"), ("train", "warmup_steps"), ("train", "max_grad_norm"), ("train", "alpha"),
     ("train", "beta1"), ("train", "beta2"), ("train", "save_every"), ("train", "sample_every"),
     ("eval", "temperature"), ("eval", "max_problems"), ("grader", "workers"), ("sft", "problems"),
-    ("sft", "max_grad_norm"),
+    ("sft", "max_grad_norm"), ("train", "gamma"), ("train", "eval_every"), ("train", "eval_problems"),
 }  # fmt: skip
 
 
@@ -316,6 +341,8 @@ def validate(cfg: Config, origin: str) -> None:
     for section, key in NON_NEGATIVE:
         if getattr(getattr(cfg, section), key) < 0:
             raise ScoreError(f"{section}.{key} ({origin}): must not be negative")
+    if cfg.train.gamma > 1:
+        raise ScoreError(f"train.gamma ({origin}): a discount must be in [0, 1]")
     if cfg.rollout.top_p > 1:
         raise ScoreError(f"rollout.top_p ({origin}): must be in (0, 1]")
     for row in cfg.experiment.rows + [cfg.experiment.compare_to]:

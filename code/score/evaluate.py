@@ -176,8 +176,10 @@ def plot_accuracy(metrics: dict, path: Path) -> None:
 
 
 def plot_training(metrics_jsonl: Path, path: Path) -> bool:
-    """Training curves of a run: reward per attempt and KL per attempt against the step, stages shaded."""
+    """Training curves of a run: reward and KL per attempt against the step (Stage I shaded), and the held-out
+    accuracy per attempt when the run evaluated held-out problems (train.eval_every)."""
     rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
+    heldout = [r for r in rows if "heldout_accuracy_t1" in r]
     rows = [r for r in rows if "reward_t1" in r]
     if not rows:
         return False
@@ -187,20 +189,25 @@ def plot_training(metrics_jsonl: Path, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in rows]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    for key, axis in (("reward", top), ("kl", bottom)):
+    panels = [("reward", "reward"), ("kl", "kl")] + ([("heldout_accuracy", "held-out accuracy")] if heldout else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 3 * len(panels)), sharex=True)
+    for (key, label), axis in zip(panels, axes, strict=True):
+        source = heldout if key == "heldout_accuracy" else rows
         for k in (1, 2):
-            if f"{key}_t{k}" in rows[0]:
-                axis.plot(steps, [r[f"{key}_t{k}"] for r in rows], label=f"attempt {k}")
-        axis.set_ylabel(key)
+            if f"{key}_t{k}" in source[0]:
+                marker = "o" if key == "heldout_accuracy" else None
+                axis.plot([r["step"] for r in source], [r[f"{key}_t{k}"] for r in source], marker=marker)
+                axis.lines[-1].set_label(f"attempt {k}")
+        axis.set_ylabel(label)
         if axis.lines:
             axis.legend()
     for r in rows:
         if r["stage"] == 1:
-            for axis in (top, bottom):
+            for axis in axes:
                 axis.axvspan(r["step"] - 1, r["step"], color="0.9", lw=0)
-    top.set_title("Training (shaded: Stage I)")
-    bottom.set_xlabel("step")
+    axes[0].set_title("Training (shaded: Stage I)")
+    axes[-1].set_xlabel("step")
+    axes[-1].set_xlim(min(steps[0] - 1, heldout[0]["step"] if heldout else steps[0]), steps[-1])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -8,9 +8,12 @@ import torch
 
 from score.checkpoints import RunFiles
 from score.data import Problem
+from score.diagnostics import edit_distance, same_answer
+from score.grader import extract_answer
 from score.rollout import Rollout
 
 SAMPLES_LOGGED = 4  # conversations written to samples.jsonl each time
+TEXT_DIAGNOSTIC_ROWS = 64  # conversations per process whose attempts are compared as texts each step
 
 
 def transition_rates(rewards: torch.Tensor) -> tuple[float, float]:
@@ -19,6 +22,23 @@ def transition_rates(rewards: torch.Tensor) -> tuple[float, float]:
         return 0.0, 0.0
     right1, right2 = rewards[:, 0] > 0.5, rewards[:, 1] > 0.5
     return (~right1 & right2).float().mean().item(), (right1 & ~right2).float().mean().item()
+
+
+def conditional_rates(rewards: torch.Tensor) -> tuple[float | None, float | None]:
+    """P(right at t2 | wrong at t1) and P(wrong at t2 | right at t1); None where no conversation is in the condition."""
+    right1, right2 = rewards[:, 0] > 0.5, rewards[:, 1] > 0.5
+    fixed = (~right1 & right2).sum().item() / (~right1).sum().item() if (~right1).any() else None
+    broken = (right1 & ~right2).sum().item() / right1.sum().item() if right1.any() else None
+    return fixed, broken
+
+
+def text_diagnostics(texts: list[list[str]]) -> torch.Tensor:
+    """[second attempts whose final answer differs from the first, sum of edit distances, conversations] over at
+    most TEXT_DIAGNOSTIC_ROWS conversations (bounded cost per step); sums, to be added up over processes."""
+    rows = texts[:TEXT_DIAGNOSTIC_ROWS]
+    changed = sum(not same_answer(extract_answer(first), extract_answer(second)) for first, second, *_ in rows)
+    edits = sum(edit_distance(first, second) for first, second, *_ in rows)
+    return torch.tensor([changed, edits, len(rows)], dtype=torch.float64)
 
 
 def step_record(accelerator, rollout, summed, times, step, stage, scheduler, grad_norm) -> dict:
@@ -36,6 +56,11 @@ def step_record(accelerator, rollout, summed, times, step, stage, scheduler, gra
     for k in range(attempts):
         record[f"reward_t{k + 1}"] = rewards[:, k].mean().item()
     record["i_to_c"], record["c_to_i"] = transition_rates(rewards)
+    if attempts >= 2:
+        record["p_t2_right_given_t1_wrong"], record["p_t2_wrong_given_t1_right"] = conditional_rates(rewards)
+        changed, edits, compared = accelerator.reduce(text_diagnostics(rollout.texts).to(device), "sum").cpu()
+        record["answer_changed"] = (changed / compared.clamp(min=1)).item()
+        record["edit_distance"] = (edits / compared.clamp(min=1)).item()
     for k in range(attempts):
         record[f"kl_t{k + 1}"] = (summed[2 + k] / token_counts[k].clamp(min=1)).item()
     record["entropy"] = (summed[1] / token_counts.sum().clamp(min=1)).item()
@@ -67,7 +92,8 @@ class MetricsLogger:
             f.write(json.dumps(record) + "\n")
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)):
-                self.writer.add_scalar(f"train/{key}", value, record["step"])
+                tag = key.replace("heldout_", "heldout/", 1) if key.startswith("heldout_") else f"train/{key}"
+                self.writer.add_scalar(tag, value, record["step"])
         self.writer.flush()
 
     def samples(self, step: int, stage: int, batch: list[Problem], rollout: Rollout) -> None:

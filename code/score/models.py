@@ -29,9 +29,12 @@ def weight_dtypes(model: ModelConfig, on_gpu: bool) -> tuple[torch.dtype, torch.
     """(policy dtype, reference dtype, accelerate mixed precision).
 
     `auto` keeps fp32 master weights under bf16 autocast on GPU: at the paper's lr (5e-6) most bf16 weight
-    updates would round away. The frozen reference needs no master copy and stays in bf16.
+    updates would round away. The reference takes the same numeric path as the policy (the same weights dtype
+    under the same autocast), so before any update its log-probs equal the policy's bit for bit and the KL is 0;
+    bf16 reference weights would compute different logits (mean |delta logp| 0.04 on a CPU emulation) and the KL
+    term would pull the policy toward rounding noise. The price is fp32 reference weights (twice bf16's memory).
     """
     if model.dtype == "auto":
-        return (torch.float32, torch.bfloat16, "bf16") if on_gpu else (torch.float32, torch.float32, "no")
+        return (torch.float32, torch.float32, "bf16") if on_gpu else (torch.float32, torch.float32, "no")
     dtype = getattr(torch, model.dtype)
     return dtype, dtype, "no"

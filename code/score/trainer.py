@@ -27,9 +27,12 @@ from score import objectives
 from score.checkpoints import RunFiles, keep_logged_steps, save_checkpoint, save_model
 from score.config import Config, ScoreError, resolve_path
 from score.data import Problem, load_math
+from score.evaluate import plot_training
 from score.grader import rewards as grade
+from score.guards import check_context, check_sampling
 from score.logs import MetricsLogger, step_record
 from score.models import load_model, resolve_model_path, weight_dtypes
+from score.monitor import evaluate_heldout, split_heldout
 from score.rollout import RewardFn, Rollout, generate_rollouts
 
 
@@ -37,6 +40,19 @@ def stage_schedule(cfg: Config) -> list[int]:
     """The stage (1 or 2) of every optimizer step: rounds of Stage I steps then Stage II steps."""
     t = cfg.train
     return ([1] * t.stage1_steps + [2] * t.stage2_steps) * t.rounds
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Learning-rate multiplier of optimizer step `step` (0-based) of `total`: linear warm-up over `warmup` steps
+    (1/(warmup+1), ..., 1), then constant, or decaying linearly or along a cosine to 0 just after the last step."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
 
 
 def step_problems(
@@ -83,6 +99,7 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
     reward_fn(texts, problems) -> rewards replaces the answer checker (for other tasks, and for tests).
     """
     t = cfg.train
+    check_sampling(cfg)
     on_gpu = torch.cuda.is_available()
     policy_dtype, reference_dtype, mixed_precision = weight_dtypes(cfg.model, on_gpu)
     # cpu=True on GPU-less machines makes `accelerate launch --multi_gpu` / torchrun form a gloo group.
@@ -108,6 +125,7 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
     )
     if not problems:
         raise ScoreError(f"no training problems left in {cfg.data.source} after the subject/level filters")
+    problems, heldout = split_heldout(problems, cfg)
 
     set_seed(t.seed + rank)  # processes sample differently; the model starts identical from the checkpoint
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -116,13 +134,16 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
         policy.gradient_checkpointing_enable()  # generation in eval mode still uses the KV cache
     reference = load_model(model_path, cfg.model, reference_dtype).to(accelerator.device).eval()
     reference.requires_grad_(False)
+    check_context(tokenizer, policy.config, problems + heldout, cfg, evaluating=bool(heldout))
+    schedule = stage_schedule(cfg)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     # Not prepared: accelerate would step a prepared scheduler once per process per optimizer step.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (t.warmup_steps + 1)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, len(schedule), t.warmup_steps, t.lr_schedule)
+    )
     policy, optimizer = accelerator.prepare(policy, optimizer)
     accelerator.register_for_checkpointing(scheduler)
 
-    schedule = stage_schedule(cfg)
     start = 0
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
@@ -138,6 +159,18 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
     conversations = t.batch_size // world * cfg.rollout.samples_per_prompt
     failures = 0
     times = {}
+    temperature = cfg.rollout.temperature  # tokens are scored under the distribution that sampled them
+
+    def watch(step: int) -> None:
+        if heldout and (step % t.eval_every == 0 or step == len(schedule)):
+            with accelerator.autocast():
+                metrics = evaluate_heldout(accelerator, accelerator.unwrap_model(policy), tokenizer, heldout, cfg)
+            logger.log({"step": step, **metrics})
+            if accelerator.is_main_process and step:
+                plot_training(files.metrics, files.root / "training.png")
+
+    if start == 0:
+        watch(0)
 
     def timed_rewards(texts: list[str], probs: list[Problem]) -> list[float]:
         began = clock()
@@ -168,9 +201,16 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
         times["generate"] = clock() - began - times["score"]
 
         device = accelerator.device
-        advantages = objectives.attempt_advantages(
-            rollout.rewards, stage=stage, alpha=t.alpha, baseline=t.baseline, group_size=cfg.rollout.samples_per_prompt
-        ).to(device)
+        advantages = objectives.process_advantages(
+            rollout.rewards.to(device),
+            accelerator.gather,
+            rank,
+            stage=stage,
+            alpha=t.alpha,
+            baseline=t.baseline,
+            group_size=cfg.rollout.samples_per_prompt,
+            gamma=t.gamma,
+        )
         kl_coefs = objectives.kl_coefficients(stage, t.attempts, t.beta1, t.beta2)
         units = objectives.loss_units(rollout.attempt_mask, t.loss_aggregation).to(device)
         # DDP averages gradients over processes, so each process divides by global units / world.
@@ -183,14 +223,14 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
             began = clock()
             with torch.no_grad(), accelerator.autocast():
                 ref_logits = reference(input_ids=input_ids, attention_mask=attention_mask).logits
-                ref_logp = objectives.token_logprobs(ref_logits, input_ids)
+                ref_logp = objectives.token_logprobs(ref_logits, input_ids, temperature=temperature)
             del ref_logits
             times["reference"] += clock() - began
             began = clock()
             last = index == steps_in_batch - 1
             with accelerator.no_sync(policy) if not last else nullcontext(), accelerator.autocast():
                 logits = policy(input_ids=input_ids, attention_mask=attention_mask).logits
-                logp = objectives.token_logprobs(logits, input_ids)
+                logp = objectives.token_logprobs(logits, input_ids, temperature=temperature)
                 loss, stats = objectives.score_loss(
                     logp,
                     ref_logp,
@@ -200,11 +240,12 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
                     t.kl_estimator,
                     normalizer,
                     t.loss_aggregation,
+                    t.kl_mode,
                 )
                 accelerator.backward(loss)
             with torch.no_grad():
                 sums[0] += loss.detach() / world
-                sums[1] += (objectives.token_entropy(logits) * (mask > 0)).sum()
+                sums[1] += (objectives.token_entropy(logits, temperature=temperature) * (mask > 0)).sum()
                 sums[2:] += stats["kl_sum"]
             del logits
             times["backward"] += clock() - began
@@ -232,6 +273,7 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
         bar.set_postfix({k: f"{record[k]:.3f}" for k in ("reward_t1", "reward_t2", "kl_t1", "kl_t2") if k in record})
         bar.update(1)
         done = step + 1
+        watch(done)
         if t.sample_every and done % t.sample_every == 0:
             logger.samples(done, stage, batch, rollout)
         stage_ends = done == len(schedule) or schedule[done] != stage
