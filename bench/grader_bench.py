@@ -1,6 +1,6 @@
 """Speed and agreement of the answer checker, next to math-verify when that is installed.
 
-    .venv/bin/python bench/grader_bench.py [--data ../shared/data]
+    .venv/bin/python bench/grader_bench.py [--data ../shared/data] [--against OLD_GRADER.py [--rounds 30]]
 
 Sets: the labeled dev file (pairs, hostile cases, full solutions), MATH-500 answers against
 themselves, MATH-500 solutions through `reward`, and MATH-500 answers against the next row's
@@ -8,11 +8,16 @@ answer (mostly unequal pairs that go through the whole parser). Caches are clear
 set, and the sympy helper is restarted (a warm-up call forks it outside the timings), so every
 pair is graded cold.
 Single process: one core (the helper process only runs while the caller waits on it).
+
+--against times an older single-file grader (e.g. `git show 25f76f7:code/score/grader.py > /tmp/old.py`)
+against this one on the same sets, interleaved round by round (who goes first alternates), cold caches
+each time, and prints the median throughput of each and their ratio: a speed comparison from one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -60,6 +65,58 @@ def clear_caches() -> None:
     symbolic._VERDICTS.clear()
 
 
+def old_checker(path: Path):
+    """(check, clear) of a single-file grader module (the layout before score/grader/ was a package)."""
+    spec = importlib.util.spec_from_file_location("grader_old", path)
+    old = importlib.util.module_from_spec(spec)
+    sys.modules["grader_old"] = old  # multiprocessing pickles its functions by module name
+    spec.loader.exec_module(old)
+
+    def check(kind: str, pred: str, gold: str) -> bool:
+        return old.reward(pred, gold) == 1.0 if kind == "solution" else old.is_equivalent(pred, gold)
+
+    def clear() -> None:
+        old._normalize.cache_clear()
+        old._structure.cache_clear()
+        old._VERDICTS.clear()
+        while old._IDLE:
+            old._IDLE.pop().close()
+        old.is_equivalent("\\sqrt{8}", "2\\sqrt{2}")
+        old._VERDICTS.clear()
+
+    return check, clear
+
+
+def timed(rows, check, before) -> tuple[float, int]:
+    """Pairs per second over `rows` (cold: `before` clears caches first) and how many labels it got right."""
+    before()
+    right = 0
+    start = time.perf_counter()
+    for kind, pred, gold, expected in rows:
+        right += check(kind, pred, gold) == expected
+    return len(rows) / (time.perf_counter() - start), right
+
+
+def compare_speed(sets: dict, path: Path, rounds: int) -> None:
+    old_check, old_clear = old_checker(path)
+    checkers = {"old": (old_check, old_clear), "new": (ours, clear_caches)}
+    print(f"\n{path} (old) against score.grader (new): median of {rounds} interleaved cold rounds")
+    for name, rows in sets.items():
+        if any(expected is None for *_, expected in rows):
+            continue
+        speeds: dict[str, list[float]] = {"old": [], "new": []}
+        right = {}
+        for r in range(rounds):
+            for who in ("old", "new") if r % 2 == 0 else ("new", "old"):
+                speed, right[who] = timed(rows, checkers[who][0], checkers[who][1])
+                speeds[who].append(speed)
+        old, new = statistics.median(speeds["old"]), statistics.median(speeds["new"])
+        print(
+            f"  {name:32s} {len(rows):4d} pairs  old {old:7.0f} pairs/s ({right['old']}/{len(rows)} right)  "
+            f"new {new:7.0f} pairs/s ({right['new']}/{len(rows)} right)  new/old {new / old:.3f}"
+        )
+
+
 def math_verify_checker():
     try:
         from math_verify import parse, verify
@@ -104,6 +161,8 @@ def run(name: str, rows, check, before=None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--against", type=Path, help="an older single-file grader.py to compare speed with")
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds of --against")
     args = parser.parse_args()
     sets = load_sets(args.data)
     if not sets:
@@ -111,6 +170,8 @@ def main() -> None:
     print("score.grader (caches cleared before each set)")
     for name, rows in sets.items():
         run(name, rows, ours, clear_caches)
+    if args.against:
+        compare_speed(sets, args.against, args.rounds)
     mv = math_verify_checker()
     if mv is None:
         print("math-verify: not installed (pip install math-verify to compare)")

@@ -61,6 +61,7 @@ def test_file_then_overrides(tmp_path):
         ("train:\n  lr: -1.0e-5\n", ["train.lr", "positive"]),
         ("train:\n  beta2: -0.1\n", ["train.beta2", "negative"]),
         ("train:\n  kl_estimator: k2\n", ["train.kl_estimator", "k3"]),
+        ("grader:\n  extraction: loose\n", ["grader.extraction", "lenient"]),
         ("train:\n  batch_size: 3\n  micro_batch_size: 4\n", ["train.batch_size", "divisible"]),
         ("rollout:\n  samples_per_prompt: 1\n", ["samples_per_prompt", "loo"]),
         ("data:\n  levels: [6]\n", ["data.levels", "1-5"]),

@@ -17,3 +17,15 @@ def test_rewards_matches_reward_in_process_and_in_a_pool():
     assert rewards(solutions, golds, workers=2) == expected
     with pytest.raises(ValueError, match="gold answers"):
         rewards(solutions, golds[:-1])
+
+
+def test_extraction_mode_reaches_reward_and_rewards():
+    assert reward("Among A through E, the answer is D.", "\\text{(D)}") == 1.0
+    assert reward("19 people attended.", "19") == 0.0
+    assert reward("19 people attended.", "19", extraction="lenient") == 1.0
+    solutions = [f"So {k} people attended." for k in range(70)]
+    golds = [str(k) for k in range(70)]
+    assert rewards(solutions, golds, workers=1) == [0.0] * 70
+    assert rewards(solutions, golds, workers=2, extraction="lenient") == [1.0] * 70
+    with pytest.raises(ValueError, match="extraction"):
+        rewards(solutions, golds, extraction="loose")

@@ -132,6 +132,148 @@ def test_unequal(pred, gold):
     assert not is_equivalent(gold, pred)
 
 
+# --- answer classes that real model outputs defeated (issue 12); each with near-misses ------------
+
+CLASS_EQUAL = {
+    "time of day": [
+        ("9:15 \\text{ a.m.}", "\\text{9:15 a.m.}"),
+        ("9:15 \\text{ p.m.}", "21:15"),
+        ("9 \\text{ AM}", "9:00 a.m."),
+        ("12:30 \\text{ a.m.}", "0:30"),
+        ("\\text{9:15 am}", "9:15\\,\\text{a.m.}"),
+    ],
+    "units": [
+        ("3\\text{ mi/hr}", "3"),
+        ("9.8 \\text{ m/s}^2", "9.8"),
+        ("9.8 \\text{ m/s^2}", "9.8"),
+        ("3 mi/hr", "3"),
+        ("3\\text{ m}/\\text{s}", "3"),
+        ("60 \\text{ mi/hr}", "60 \\text{ miles per hour}"),
+        ("60\\text{ mph}", "60 \\text{ mi/hr}"),
+        ("5\\text{ cm}^2", "5 \\text{ square centimeters}"),
+        ("3 \\text{ kilograms}", "3\\text{ kg}"),
+        ("12 \\text{ people}", "12 \\text{ students}"),
+    ],
+    "labels": [
+        ("\\angle PQR = 72^\\circ", "72"),
+        ("m\\angle A = 30^\\circ", "30"),
+        ("(a, b) = (3, -1)", "(3, -1)"),
+        ("(x, y, z) = (1, 2, 3)", "(1,2,3)"),
+        ("g(2) = 9", "9"),
+        ("f^{-1}(4) = 2", "2"),
+        ("\\overline{PQ} = 5", "5"),
+    ],
+    "degrees in functions": [
+        ("\\sin 30^\\circ", "\\frac{1}{2}"),
+        ("2\\cos(60^\\circ)", "1"),
+        ("\\tan 45^{\\circ}", "1"),
+        ("\\cos^2 30^\\circ", "\\frac34"),
+        ("\\sin 30°", "0.5"),
+    ],
+    "sets of reals": [
+        ("\\{t : t < 5\\}", "(-\\infty, 5)"),
+        ("\\{x \\in \\mathbb{R} : x \\ge 2\\}", "[2, \\infty)"),
+        ("\\{x \\mid x \\le 0 \\text{ or } x \\ge 3\\}", "(-\\infty, 0] \\cup [3, \\infty)"),
+        ("x \\le 0 \\text{ or } x \\ge 3", "(-\\infty, 0] \\cup [3, \\infty)"),
+        ("x < -1 or x > 2", "(2, \\infty) \\cup (-\\infty, -1)"),
+        ("x > 1 \\text{ and } x < 4", "(1, 4)"),
+        ("x \\ge 2", "\\{y | y \\ge 2\\}"),
+        ("x \\neq 3", "(-\\infty, 3) \\cup (3, \\infty)"),
+        ("(-\\infty, 1) \\cup [1, 3]", "(-\\infty, 3]"),
+    ],
+    "base-n numerals": [
+        ("212_3", "212_{3}"),
+        ("212_3", "212"),
+        ("0212_3", "212_3"),
+        ("23_{10}", "23"),
+    ],
+    "numbers in words": [
+        ("seven", "7"),
+        ("\\text{twenty}", "20"),
+        ("three halves", "\\frac{3}{2}"),
+        ("twenty-one", "21"),
+        ("one and a half", "1.5"),
+        ("negative two thirds", "-\\frac{2}{3}"),
+        ("\\text{twelve people}", "12"),
+    ],
+    "multiple choice": [
+        ("(C)", "\\textbf{(C)}"),
+        ("\\text{(C)}", "C"),
+        ("\\textbf{(C)}", "\\text{C}"),
+    ],
+}
+
+CLASS_UNEQUAL = {
+    "time of day": [
+        ("9:15 \\text{ a.m.}", "9:15 \\text{ p.m.}"),
+        ("9:15", "9:15 \\text{ p.m.}"),
+        ("9:15 \\text{ a.m.}", "9:51 \\text{ a.m.}"),
+        ("12:00 \\text{ p.m.}", "12:00 \\text{ a.m.}"),
+    ],
+    "units": [
+        ("3\\text{ kg}", "3\\text{ g}"),
+        ("60 \\text{ mi/hr}", "60 \\text{ km/hr}"),
+        ("5\\text{ cm}^2", "5\\text{ cm}"),
+        ("9.8 \\text{ m/s}^2", "9.8 \\text{ m/s}"),
+        ("3 \\text{ hours}", "3 \\text{ minutes}"),
+        ("3\\text{ mi/hr}", "4"),
+    ],
+    "labels": [
+        ("\\angle PQR = 72^\\circ", "27"),
+        ("(a, b) = (3, -1)", "(-1, 3)"),
+        ("g(2) = 9", "2"),
+        ("x(x-2) = 0", "0"),
+    ],
+    "degrees in functions": [
+        ("\\sin 30^\\circ", "\\sin 30"),
+        ("\\sin 30^\\circ", "\\frac{\\sqrt{3}}{2}"),
+        ("\\cos 60^\\circ", "-\\frac12"),
+    ],
+    "sets of reals": [
+        ("\\{t : t < 5\\}", "(-\\infty, 5]"),
+        ("x \\le 0 \\text{ or } x \\ge 3", "(-\\infty, 0) \\cup [3, \\infty)"),
+        ("x \\le 0 \\text{ or } x \\ge 3", "[0, 3]"),
+        ("x > 1 \\text{ and } x < 4", "(1, 4]"),
+        ("x > 1 \\text{ and } x < 4", "(-\\infty, 1) \\cup (4, \\infty)"),
+        ("x \\neq 3", "(-\\infty, 3)"),
+        ("(1, 2), (3, 4)", "(1, 2) \\cup (3, 4)"),
+    ],
+    "base-n numerals": [
+        ("212_3", "212_4"),
+        ("212_3", "23"),
+        ("1011_2", "1011_3"),
+        ("212_3", "221_3"),
+    ],
+    "numbers in words": [
+        ("seven", "8"),
+        ("seventeen", "7"),
+        ("three halves", "\\frac{2}{3}"),
+        ("twenty", "12"),
+        ("\\text{seven}", "\\text{eleven}"),
+    ],
+    "multiple choice": [
+        ("(C)", "(D)"),
+        ("\\text{(C)}", "\\textbf{(B)}"),
+    ],
+}
+
+
+def _class_pairs(table: dict[str, list[tuple[str, str]]]) -> list:
+    return [pytest.param(p, g, id=f"{name}: {p} | {g}") for name, pairs in table.items() for p, g in pairs]
+
+
+@pytest.mark.parametrize("pred, gold", _class_pairs(CLASS_EQUAL))
+def test_answer_class_equal(pred, gold):
+    assert is_equivalent(pred, gold)
+    assert is_equivalent(gold, pred)
+
+
+@pytest.mark.parametrize("pred, gold", _class_pairs(CLASS_UNEQUAL))
+def test_answer_class_unequal(pred, gold):
+    assert not is_equivalent(pred, gold)
+    assert not is_equivalent(gold, pred)
+
+
 def test_exact_same_string_and_non_strings():
     assert is_equivalent("\\text{something odd like } @@", "\\text{something odd like } @@")
     assert not is_equivalent(None, "1")

@@ -43,3 +43,49 @@ def test_extract_answer(solution, answer):
 )
 def test_extract_answer_none(solution):
     assert extract_answer(solution) is None
+
+
+@pytest.mark.parametrize(
+    "solution, answer",
+    [
+        ("Therefore, among A through E, the answer is D.", "(D)"),
+        ("So the answer is (B).", "(B)"),
+        ("Answer: \\textbf{(C)}", "(C)"),
+        ("The correct option is (E) since the others fail.", "(E)"),
+        ("At first the answer is (A); checking again, the answer is (C).", "(C)"),
+        ("The answer is (A) by inspection, so \\boxed{5}", "5"),  # a \\boxed answer comes first
+        ("The answer is a number we cannot find.", None),  # a lowercase word is no choice
+    ],
+)
+def test_multiple_choice_in_prose_in_both_modes(solution, answer):
+    assert extract_answer(solution) == answer
+    assert extract_answer(solution, "lenient") == answer
+
+
+@pytest.mark.parametrize(
+    "solution, lenient",
+    [
+        ("19 people attended.", "19"),
+        ("There were 1,000 of them. That makes 250 per box.", "250"),
+        ("So the side is 3.5 cm. ", "3.5"),
+        ("So the answer is B = 5.", "5"),  # B = 5 names no choice
+        ("The area is 12. So $x = \\frac{3}{4}$.", "x = \\frac{3}{4}"),
+        ("We get 12 apples. I hope this helps!", None),  # the last sentence has no number
+        ("\\boxed{\\frac{1}{2}", None),  # a broken box is no answer, even for lenient
+        ("The final answer is $\\frac{1}{2}", None),
+        ("no answer here", None),
+    ],
+)
+def test_unboxed_answers_only_in_lenient_mode(solution, lenient):
+    assert extract_answer(solution) is None
+    assert extract_answer(solution, "lenient") == lenient
+
+
+def test_lenient_keeps_boxed_and_paper_forms():
+    assert extract_answer("19 people, so \\boxed{20}.", "lenient") == "20"
+    assert extract_answer("Final Answer: The final answer is $7$. I hope it is correct.", "lenient") == "7"
+
+
+def test_unknown_extraction_mode_is_an_error():
+    with pytest.raises(ValueError, match="lenient"):
+        extract_answer("\\boxed{1}", "loose")

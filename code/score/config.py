@@ -178,6 +178,11 @@ class EvalConfig:
 class GraderConfig:
     timeout: float = _help("Seconds allowed per answer comparison; a timeout counts as wrong.", 2.0)
     workers: int = _help("Processes that grade a batch (0: one per CPU core).", 0)
+    extraction: str = _help(
+        "Where the final answer is read: strict (\\boxed{}, 'The final answer is', 'the answer is (D)') or "
+        "lenient (also the last number of the last sentence; for models not trained on the format).",
+        "strict",
+    )
 
 
 @dataclass
@@ -263,6 +268,7 @@ CHOICES = {
     ("train", "loss_aggregation"): {"token_mean", "seq_mean"},
     ("train", "attempts"): {1, 2},
     ("download", "builtin"): {"", "tiny", "testbed"},
+    ("grader", "extraction"): {"strict", "lenient"},
 }
 POSITIVE = {
     ("rollout", "max_new_tokens"), ("rollout", "samples_per_prompt"), ("rollout", "generation_batch_size"),

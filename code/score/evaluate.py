@@ -20,7 +20,7 @@ from transformers import AutoTokenizer
 from score.config import Config, ScoreError, resolve_path
 from score.data import Problem, load_math
 from score.diagnostics import two_attempt_diagnostics
-from score.grader import extract_answer
+from score.grader import extract_answer, rewards
 from score.models import load_model, resolve_model_path
 from score.rollout import generate_rollouts
 from score.scaling import plot_scaling, sampled_metrics, scaling_markdown
@@ -404,6 +404,11 @@ def generate_records(model, tokenizer, problems: list[Problem], cfg: Config) -> 
     """Evaluate a model object: `cfg.eval.attempts` attempts at each problem (greedy when eval.temperature is 0),
     yielding the records (see generation_record) of each batch of eval.batch_size problems as it finishes."""
     greedy = cfg.eval.temperature == 0
+    grading = cfg.grader
+
+    def grade(texts: list[str], probs: list[Problem]) -> list[float]:
+        return rewards(texts, [p.answer for p in probs], grading.workers, grading.timeout, grading.extraction)
+
     for start in range(0, len(problems), cfg.eval.batch_size):
         batch = problems[start : start + cfg.eval.batch_size]
         rollout = generate_rollouts(
@@ -418,11 +423,12 @@ def generate_records(model, tokenizer, problems: list[Problem], cfg: Config) -> 
             samples_per_prompt=1,
             greedy=greedy,
             temperature=cfg.eval.temperature or None,
+            reward_fn=grade,
         )
-        yield [generation_record(problem, rollout, row) for row, problem in enumerate(batch)]
+        yield [generation_record(problem, rollout, row, grading.extraction) for row, problem in enumerate(batch)]
 
 
-def generation_record(problem: Problem, rollout, row: int) -> dict:
+def generation_record(problem: Problem, rollout, row: int, extraction: str = "strict") -> dict:
     return {
         "id": problem.id,
         "subject": problem.subject,
@@ -431,7 +437,7 @@ def generation_record(problem: Problem, rollout, row: int) -> dict:
         "attempts": [
             {
                 "text": text,
-                "answer": extract_answer(text),
+                "answer": extract_answer(text, extraction),
                 "correct": bool(rollout.rewards[row, k] > 0.5),
                 "truncated": bool(rollout.truncated[row, k]),
             }

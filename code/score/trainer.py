@@ -177,7 +177,8 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
         if reward_fn is not None:
             scores = reward_fn(texts, probs)
         else:
-            scores = grade(texts, [p.answer for p in probs], cfg.grader.workers, cfg.grader.timeout)
+            answers = [p.answer for p in probs]
+            scores = grade(texts, answers, cfg.grader.workers, cfg.grader.timeout, cfg.grader.extraction)
         times["score"] += clock() - began
         return scores
 

@@ -15,9 +15,9 @@ from score.grader.extract import extract_answer
 MIN_POOL_BATCH = 64  # smaller batches are graded in-process: a pool costs more than it saves
 
 
-def reward(solution: str, gold: str, timeout: float = 2.0) -> float:
-    """1.0 when the solution's final answer is equivalent to `gold`, else 0.0."""
-    answer = extract_answer(solution)
+def reward(solution: str, gold: str, timeout: float = 2.0, extraction: str = "strict") -> float:
+    """1.0 when the solution's final answer (extract_answer's `extraction` mode) is equivalent to `gold`, else 0.0."""
+    answer = extract_answer(solution, extraction)
     return 1.0 if answer is not None and is_equivalent(answer, gold, timeout) else 0.0
 
 
@@ -48,18 +48,22 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         return _POOL
 
 
-def rewards(solutions: list[str], golds: list[str], workers: int = 0, timeout: float = 2.0) -> list[float]:
+def rewards(
+    solutions: list[str], golds: list[str], workers: int = 0, timeout: float = 2.0, extraction: str = "strict"
+) -> list[float]:
     """`reward` over a batch, spread over `workers` processes (0: one per CPU core this process may use)."""
     global _POOL
+    extract_answer("", extraction)  # an unknown mode fails here, not in every worker
     if len(solutions) != len(golds):
         raise ValueError(f"{len(solutions)} solutions but {len(golds)} gold answers")
     if not workers:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if workers <= 1 or len(solutions) < MIN_POOL_BATCH:
-        return [reward(s, g, timeout) for s, g in zip(solutions, golds, strict=True)]
+        return [reward(s, g, timeout, extraction) for s, g in zip(solutions, golds, strict=True)]
     chunk = -(-len(solutions) // (4 * workers))
     try:
-        return list(_pool(workers).map(reward, solutions, golds, [timeout] * len(solutions), chunksize=chunk))
+        n = len(solutions)
+        return list(_pool(workers).map(reward, solutions, golds, [timeout] * n, [extraction] * n, chunksize=chunk))
     except BrokenProcessPool:
         _POOL = None  # a worker died (killed, out of memory): grade here and start a fresh pool next time
-        return [reward(s, g, timeout) for s, g in zip(solutions, golds, strict=True)]
+        return [reward(s, g, timeout, extraction) for s, g in zip(solutions, golds, strict=True)]

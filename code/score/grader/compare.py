@@ -5,8 +5,10 @@ Scalars compare by exact arithmetic first; a pair that needs sympy goes to the h
 
 from __future__ import annotations
 
+import math
 import re
 import time
+from fractions import Fraction
 
 from score.grader import symbolic
 from score.grader.exact import exact
@@ -70,38 +72,122 @@ def _scalar_equal(a: tuple, b: tuple, use_sympy: bool) -> bool:
 _FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "=": "=", "!=": "!="}
 
 
-def _interval(node: tuple) -> tuple | None:
-    """A one-variable inequality as an interval: x > 3 -> (3, oo); -1 <= x < 2 -> [-1, 2)."""
+# Sets of reals: ("reals", intervals), each interval (low, low_closed, high, high_closed) with scalar trees
+# for its ends. Intervals, unions, one-variable inequalities (joined by "or" or "and"), set-builder
+# notation (normalisation keeps its condition) and the empty set all become one.
+_INF, _NEG_INF = ("inf",), ("neg", ("inf",))
+
+
+def _inequality(node: tuple) -> tuple | None:
+    """A one-variable inequality as a set of reals: x > 3 -> (3, oo); -1 <= x < 2 -> [-1, 2); x != 0 -> two."""
     if node[0] != "expr" or node[1][0] != "rel":
         return None
     ops, items = node[1][1], node[1][2]
+    if ops == ("!=",) and "sym" in (items[0][0], items[1][0]):
+        point = items[1] if items[0][0] == "sym" else items[0]
+        return ("reals", ((_NEG_INF, False, point, False), (point, False, _INF, False)))
     if any(op in ("=", "!=") for op in ops) or len({op[0] for op in ops}) != 1:
         return None
     if ops[0][0] == ">":
         ops, items = tuple(_FLIP[op] for op in reversed(ops)), tuple(reversed(items))
-    inf = ("inf",)
     if len(ops) == 1 and items[0][0] == "sym":
-        low, high, lo_op, hi_op = ("neg", inf), items[1], None, ops[0]
+        low, high, lo_op, hi_op = _NEG_INF, items[1], None, ops[0]
     elif len(ops) == 1 and items[1][0] == "sym":
-        low, high, lo_op, hi_op = items[0], inf, ops[0], None
+        low, high, lo_op, hi_op = items[0], _INF, ops[0], None
     elif len(ops) == 2 and items[1][0] == "sym":
         low, high, lo_op, hi_op = items[0], items[2], ops[0], ops[1]
     else:
         return None
-    return ("seq", "[" if lo_op == "<=" else "(", "]" if hi_op == "<=" else ")", (("expr", low), ("expr", high)))
+    return ("reals", ((low, lo_op == "<=", high, hi_op == "<="),))
+
+
+def _position(node: tuple) -> Fraction | float | None:
+    """Where an interval end lies on the line, when exact arithmetic knows (rationals and infinities)."""
+    sign = _inf_sign(node)
+    if sign:
+        return sign * math.inf
+    try:
+        value = exact(node)
+    except (NotExact, Reject, ZeroDivisionError, OverflowError):
+        return None
+    return None if set(value) - {()} else value.get((), Fraction(0))
+
+
+def _tidy(intervals: list[tuple]) -> tuple:
+    """Sorted, with empty intervals dropped and overlapping or touching ones merged; as written when an end
+    is not rational (then only the same intervals compare equal). Infinite ends are open."""
+    ends = [(_position(lo), _position(hi)) for lo, _, hi, _ in intervals]
+    if any(p is None for pair in ends for p in pair):
+        return ("reals", tuple((lo, lo_c and not _inf_sign(lo), hi, hi_c and not _inf_sign(hi))
+                               for lo, lo_c, hi, hi_c in intervals))  # fmt: skip
+    spans = sorted(
+        ([lo_at, lo_c and lo_at != -math.inf, hi_at, hi_c and hi_at != math.inf, lo, hi]
+         for (lo_at, hi_at), (lo, lo_c, hi, hi_c) in zip(ends, intervals, strict=True)
+         if lo_at < hi_at or (lo_at == hi_at and lo_c and hi_c)),
+        key=lambda span: (span[0], not span[1]),
+    )  # fmt: skip
+    merged: list[list] = []
+    for span in spans:
+        last = merged[-1] if merged else None
+        if last and (span[0] < last[2] or span[0] == last[2] and (last[3] or span[1])):
+            if span[2] > last[2] or span[2] == last[2] and span[3]:
+                last[2], last[3], last[5] = span[2], span[3], span[5]
+        else:
+            merged.append(span)
+    return ("reals", tuple((lo, lo_c, hi, hi_c) for _, lo_c, _, hi_c, lo, hi in merged))
+
+
+def _as_reals(node: tuple) -> tuple | None:
+    """Any notation for a set of reals as ("reals", intervals), or None when `node` is not one."""
+    kind = node[0]
+    if kind == "reals":
+        return node
+    if kind == "seq" and len(node[3]) == 2 and all(item[0] == "expr" for item in node[3]):
+        (_, low), (_, high) = node[3]
+        return _tidy([(low, node[1] == "[", high, node[2] == "]")])
+    if kind == "set" and not node[1]:
+        return ("reals", ())
+    if kind in ("union", "list"):
+        parts = [_as_reals(p) for p in node[1]]
+        if any(p is None for p in parts) or (kind == "list" and any(p[0] != "reals" for p in node[1])):
+            return None
+        return _tidy([interval for part in parts for interval in part[1]])
+    return None
+
+
+def _intersection(sets: list[tuple]) -> tuple | None:
+    """x > 1 and x < 4 -> (1, 4); None when an end is not rational."""
+    result = [(_NEG_INF, False, _INF, False)]
+    for reals in sets:
+        pieces = []
+        for lo1, lo1_c, hi1, hi1_c in result:
+            for lo2, lo2_c, hi2, hi2_c in reals[1]:
+                ends = [_position(x) for x in (lo1, lo2, hi1, hi2)]
+                if None in ends:
+                    return None
+                low = (lo1, lo1_c) if (ends[0], not lo1_c) > (ends[1], not lo2_c) else (lo2, lo2_c)
+                high = (hi1, hi1_c) if (ends[2], hi1_c) < (ends[3], hi2_c) else (hi2, hi2_c)
+                pieces.append((*low, *high))
+        result = list(_tidy(pieces)[1])
+    return ("reals", tuple(result))
 
 
 def _canonical(node: tuple) -> tuple:
-    """Spread \\pm into lists, turn one-variable inequalities into intervals, unwrap one-element lists."""
+    """Spread \\pm into lists, turn the notations for sets of reals into one, unwrap one-element lists."""
     kind = node[0]
     if kind == "expr":
-        interval = _interval(node)
-        if interval:
-            return interval
+        reals = _inequality(node)
+        if reals:
+            return _tidy(list(reals[1]))
         options = _expand_pm(node[1])
         if len(options) > 1:
             return ("list", tuple(("expr", o) for o in options))
         return node
+    if kind == "and":
+        parts = [_canonical(p) for p in node[1]]
+        if all(p[0] == "reals" for p in parts):
+            return _intersection(parts) or ("list", tuple(parts))
+        return _canonical(("list", tuple(parts)))
     if kind in ("list", "set"):
         items: list[tuple] = []
         for item in node[1]:
@@ -109,13 +195,37 @@ def _canonical(node: tuple) -> tuple:
             items.extend(item[1] if item[0] == "list" else [item])
         if kind == "list" and len(items) == 1:
             return items[0]
+        if kind == "list" and all(item[0] == "reals" for item in items):  # x < 0 or x > 3
+            return _as_reals(("list", tuple(items)))
         return (kind, tuple(items))
     if kind == "seq":
         return ("seq", node[1], node[2], tuple(_canonical(i) for i in node[3]))
     if kind == "union":
         parts = tuple(_canonical(p) for p in node[1])
-        return parts[0] if len(parts) == 1 else ("union", parts)
+        if len(parts) == 1:
+            return parts[0]
+        return _as_reals(("union", parts)) or ("union", parts)
     return node
+
+
+def _reals_equal(a: tuple, b: tuple, use_sympy: bool) -> bool:
+    def same(x: tuple, y: tuple) -> bool:
+        return (
+            x[1] == y[1]
+            and x[3] == y[3]
+            and _scalar_equal(x[0], y[0], use_sympy)
+            and _scalar_equal(x[2], y[2], use_sympy)
+        )
+
+    unused = list(b[1])
+    if len(a[1]) != len(unused):
+        return False
+    for x in a[1]:
+        match = next((k for k, y in enumerate(unused) if same(x, y)), None)
+        if match is None:
+            return False
+        del unused[match]
+    return True
 
 
 def _unordered_equal(xs: tuple, ys: tuple, use_sympy: bool) -> bool:
@@ -180,12 +290,25 @@ def _assigned_value(node: tuple) -> tuple:
     return node
 
 
+def _numeral_equal(numeral: tuple, other: tuple) -> bool:
+    """212_3 is 212_{3}, and 212 written without its base, but not 212_4 nor 23 (its value in base ten)."""
+    if other[0] == "numeral":
+        return numeral == other
+    written = other[1] if other[0] == "expr" and other[1][0] == "num" else None
+    return written is not None and written[1].denominator == 1 and str(written[1].numerator) == numeral[1]
+
+
 def _equal(a: tuple, b: tuple, use_sympy: bool) -> bool:
     ka, kb = a[0], b[0]
     if "raw" in (ka, kb):
         return False
-    if ka in ("text", "choice") or kb in ("text", "choice"):
+    if ka in ("text", "choice", "time") or kb in ("text", "choice", "time"):
         return a == b
+    if "numeral" in (ka, kb):
+        return _numeral_equal(a, b) if ka == "numeral" else _numeral_equal(b, a)
+    if "reals" in (ka, kb):
+        x, y = _as_reals(a), _as_reals(b)
+        return x is not None and y is not None and _reals_equal(x, y, use_sympy)
     a_rel = ka == "expr" and a[1][0] == "rel"
     b_rel = kb == "expr" and b[1][0] == "rel"
     if a_rel and b_rel:
@@ -242,10 +365,10 @@ def is_equivalent(pred: str, gold: str, timeout: float = 2.0) -> bool:
     if len(pred) > MAX_CHARS or len(gold) > MAX_CHARS:
         return pred.strip() == gold.strip() != ""
     try:
-        a, b = normalize(pred), normalize(gold)
+        (a, unit_a), (b, unit_b) = normalize(pred), normalize(gold)
     except Reject:
         return False
-    if not a or not b:
+    if not a or not b or unit_a and unit_b and unit_a != unit_b:  # 3 kg is not 3 g; 3 kg is 3
         return False
     if _verdict(a, b, deadline):
         return True

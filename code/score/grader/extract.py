@@ -1,6 +1,9 @@
 """Extraction: the final answer of a written solution, as a string.
 
-The last \\boxed{...} / \\fbox{...}, or the paper's `The final answer is $...$. I hope it is correct.`
+Strict (the default, for training rewards): the last \\boxed{...} / \\fbox{...}, or the paper's `The final
+answer is $...$. I hope it is correct.`, or a multiple-choice letter named in prose ("the answer is (D)").
+Lenient (for evaluating models not trained on the format) also takes the last number, or the last $...$,
+of the last sentence ("19 people attended.").
 """
 
 from __future__ import annotations
@@ -10,6 +13,15 @@ import re
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _FINAL = re.compile(r"final answer(?:\s*is|\s*:)", re.IGNORECASE)
 _HOPE = re.compile(r"I hope it is correct", re.IGNORECASE)
+# "the answer is (D)", "Answer: \\textbf{(C)}", "among A through E, the answer is D."
+_PROSE_CHOICE = re.compile(
+    r"(?i:answer|option|choice)(?:\s+(?i:is|would be|should be))?\s*:?\s*(?:(?i:option|choice)\s+)?"
+    r"(?:\$|\*\*|\\text(?:bf)?\{)*\s*(?:\(([A-E])\)|([A-E])(?![\w(]|\s*[=+\-*/^]))"
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_MATH_SPAN = re.compile(r"(?<!\\)\$([^$]+)(?<!\\)\$|\\\((.+?)\\\)")
+_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:/\d+)?")
+EXTRACTION_MODES = ("strict", "lenient")
 
 
 def braced(text: str, start: int) -> tuple[str, int] | None:
@@ -87,26 +99,57 @@ def unwrap(answer: str) -> str:
     return answer.rstrip(" .")
 
 
-def extract_answer(solution: str) -> str | None:
-    """The final answer of a written solution, or None when there is none (or it is unbalanced or empty).
-
-    The last \\boxed{...} / \\fbox{...} / `\\boxed 5`, or the paper's
-    `Final Answer: The final answer is $...$. I hope it is correct.`, whichever comes last.
-    """
-    if not isinstance(solution, str):
-        return None
+def _marked_answer(solution: str) -> str | None:
+    """The last \\boxed{...} / \\fbox{...} / `\\boxed 5`, or the paper's
+    `Final Answer: The final answer is $...$. I hope it is correct.`, whichever comes last."""
     boxes = list(_BOX.finditer(solution))
     finals = list(_FINAL.finditer(solution))
     box_at = boxes[-1].start() if boxes else -1
     final_at = finals[-1].start() if finals else -1
-    if box_at < 0 and final_at < 0:
-        return None
     answer, paper_form = _final_answer_content(solution, finals[-1].end()) if finals else (None, False)
     # A later "final answer is ..." in plain prose ("I think the final answer is right") does not
     # override a \boxed answer; the paper's form does.
     if box_at > final_at or (boxes and not paper_form):
         boxed = _boxed_content(solution, boxes[-1].end())
         answer = None if boxed is None else boxed[0]
+    return answer
+
+
+def _prose_choice(solution: str) -> str | None:
+    """The letter of the last "the answer is (D)" phrase, as (D)."""
+    matches = list(_PROSE_CHOICE.finditer(solution))
+    return f"({matches[-1][1] or matches[-1][2]})" if matches else None
+
+
+def _last_sentence_answer(solution: str) -> str | None:
+    """The last $...$ of the last sentence, or else its last number."""
+    sentences = [s for s in _SENTENCE_END.split(solution.strip()) if s.strip()]
+    if not sentences:
+        return None
+    last = sentences[-1]
+    spans = _MATH_SPAN.findall(last)
+    if spans:
+        return spans[-1][0] or spans[-1][1]
+    numbers = _NUMBER.findall(last)
+    return numbers[-1] if numbers else None
+
+
+def extract_answer(solution: str, extraction: str = "strict") -> str | None:
+    """The final answer of a written solution, or None when there is none (or it is unbalanced or empty).
+
+    strict: a \\boxed{} answer, the paper's "The final answer is" form, or a multiple-choice letter in prose;
+    lenient: those, or else the last $...$ or number of the last sentence.
+    """
+    if extraction not in EXTRACTION_MODES:
+        raise ValueError(f"extraction must be one of {EXTRACTION_MODES}, got {extraction!r}")
+    if not isinstance(solution, str):
+        return None
+    if _BOX.search(solution) or _FINAL.search(solution):
+        answer = _marked_answer(solution)  # a broken \\boxed{ or "final answer is $..." is no answer
+    else:
+        answer = _prose_choice(solution)
+        if answer is None and extraction == "lenient":
+            answer = _last_sentence_answer(solution)
     if answer is None:
         return None
     return unwrap(answer) or None

@@ -1,7 +1,8 @@
 """The whitelisted parser: a normalised answer to a tree of tuples, never through eval or sympify.
 
 A tokenizer that accepts only known tokens, a recursive-descent parser for expressions, and the answer's
-structure around them: text, multiple-choice letter, matrix, union, bracketed sequence, list, expression.
+structure around them: text, multiple-choice letter, time of day, base-n numeral, matrix, union, bracketed
+sequence, list, conjunction (`x > 1 and x < 4`), expression.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ _FACTOR_STARTS = {"\\frac", "\\sqrt", "\\binom", "\\pi", "\\infty", "\\lfloor", 
     "\\" + name for name in _FUNCTIONS | _GREEK
 }
 _COMMANDS = _FACTOR_STARTS | set(_RELATIONS) | {"\\cdot", "\\times", "\\div", "\\ast", "\\pm", "\\mp", "\\cup",
-             "\\emptyset", "\\rfloor", "\\rceil", "\\{", "\\}", "\\|", "\\begin", "\\end"}  # fmt: skip
+             "\\emptyset", "\\rfloor", "\\rceil", "\\{", "\\}", "\\|", "\\begin", "\\end",
+             "\\land"}  # fmt: skip
 _OPEN = {"(": ")", "[": "]", "{": "}", "\\{": "\\}", "\\lfloor": "\\rfloor", "\\lceil": "\\rceil"}
 _CLOSE = set(_OPEN.values())
 
@@ -265,11 +267,13 @@ class _Parser:
 
 
 # ---------------------------------------------------------------------------------------------
-# Answer structure: text, choice, matrix, union, bracketed sequence, bare list, expression
+# Answer structure: text, choice, time, numeral, matrix, union, bracketed sequence, list, conjunction, expression
 
 _MATRIX = re.compile(r"\\begin\{([pbBvV]?matrix|smallmatrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}", re.DOTALL)
 _CHOICE = re.compile(r"\(?([A-E])\)?|\(([A-E])\)[\s:.]*(?:\d|\\).*")  # (B), B, (B) 5
 _WORD = re.compile(r"[A-Za-z]{2,}(?:[\s\-'][A-Za-z]+)*")
+_CLOCK = re.compile(r"(\d{1,2}):(\d{2})")  # normalisation wrote times of day on the 24-hour clock
+_NUMERAL = re.compile(r"([0-9A-F]+)_\{(\d{1,2})\}")  # normalisation wrote base-n numerals so
 
 
 def _split(tokens: list[Token], sep: str) -> list[list[Token]]:
@@ -320,6 +324,13 @@ def _item(tokens: list[Token]) -> tuple:
     return _expression(tokens)
 
 
+def _conjunction(tokens: list[Token]) -> tuple:
+    """Items joined by `and` (\\land): ("and", items), which comparison reads as an intersection of sets of
+    reals or as a list."""
+    parts = _split(tokens, "\\land")
+    return ("and", tuple(_item(p) for p in parts)) if len(parts) > 1 else _item(tokens)
+
+
 def _matrix(body: str) -> tuple:
     rows = body.split("\\\\")
     if rows and not rows[-1].strip():
@@ -339,6 +350,12 @@ def structure(s: str) -> tuple:
         choice = _CHOICE.fullmatch(s)
         if choice:
             return ("choice", choice.group(1) or choice.group(2))
+        clock = _CLOCK.fullmatch(s) if ":" in s else None
+        if clock:
+            return ("time", int(clock[1]) * 60 + int(clock[2]))
+        numeral = _NUMERAL.fullmatch(s) if "_" in s else None
+        if numeral:
+            return ("numeral", numeral[1].lstrip("0") or "0", int(numeral[2]))
         if _WORD.fullmatch(s) and not set(s.lower().split()) & MATH_WORDS:
             return ("text", " ".join(s.lower().replace("-", " ").split()))
         matrix = _MATRIX.fullmatch(s)
@@ -353,8 +370,7 @@ def structure(s: str) -> tuple:
         if len(unions) > 1:
             return ("union", tuple(_item(p) for p in unions))
         items = _split(tokens, ",")
-        if len(items) > 1:
-            return ("list", tuple(_item(p) for p in items))
-        return _item(tokens)
+        parts = [_conjunction(p) for p in items] if "\\land" in s else [_item(p) for p in items]
+        return ("list", tuple(parts)) if len(parts) > 1 else parts[0]
     except (Reject, ValueError, ZeroDivisionError, RecursionError):
         return ("raw",)
