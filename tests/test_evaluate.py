@@ -1,9 +1,12 @@
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 from score import evaluate as ev
 from score.config import REPO_ROOT, ScoreError, load_config
+from score.data import Problem
 
 
 def record(pid: str, *correct: bool, subject: str = "Algebra", level: int = 1) -> dict:
@@ -162,3 +165,19 @@ def test_sampled_evaluation_scaling_and_resume(tmp_path, tiny_model_dir, sample_
         ev.evaluate(
             eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.samples=4", "eval.max_problems=3", "eval.seed=1")
         )
+
+
+@pytest.mark.parametrize("extraction, correct, answer", [("strict", False, None), ("lenient", True, "19")])
+def test_evaluation_grades_with_the_configured_extraction(monkeypatch, extraction, correct, answer):
+    # A model not trained on the format states its answer in prose; only lenient extraction reads it.
+    def rollout(model, tokenizer, problems, *args, reward_fn, **kwargs):
+        texts = ["19 people attended."] * len(problems)
+        rewards = torch.tensor([reward_fn(texts, problems)]).T
+        return SimpleNamespace(texts=[[t] for t in texts], rewards=rewards, truncated=torch.zeros_like(rewards))
+
+    monkeypatch.setattr(ev, "generate_rollouts", rollout)
+    cfg = load_config(REPO_ROOT / "configs" / "tiny.yaml", [f"grader.extraction={extraction}", "eval.attempts=1"])
+    problem = Problem(id="p", problem="How many?", solution="", answer="19", subject="Algebra", level=1)
+    (records,) = ev.generate_records(None, None, [problem], cfg)
+    assert records[0]["attempts"][0]["correct"] is correct
+    assert records[0]["attempts"][0]["answer"] == answer

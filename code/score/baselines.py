@@ -84,7 +84,7 @@ class SupervisedRun:
                 attempts=attempts,
                 samples_per_prompt=cfg.sft.samples,
                 reward_fn=lambda texts, probs: grade(
-                    texts, [p.answer for p in probs], cfg.grader.workers, cfg.grader.timeout
+                    texts, [p.answer for p in probs], cfg.grader.workers, cfg.grader.timeout, cfg.grader.extraction
                 ),
             )
 

@@ -22,7 +22,7 @@ from score.data import Problem, load_math
 from score.diagnostics import two_attempt_diagnostics
 from score.grader import extract_answer, rewards
 from score.models import load_model, resolve_model_path
-from score.rollout import generate_rollouts
+from score.rollout import RewardFn, generate_rollouts
 from score.scaling import plot_scaling, sampled_metrics, scaling_markdown
 
 Z95 = 1.959963984540054
@@ -266,6 +266,7 @@ def settings_fingerprint(cfg: Config, model: Path, problems: list[Problem]) -> d
         "max_new_tokens": cfg.eval.max_new_tokens,
         "prompts_sha1": hashlib.sha1(prompts.encode()).hexdigest(),
         "problems": len(problems),
+        "extraction": cfg.grader.extraction,  # which answers count as given
     }
 
 
@@ -378,10 +379,11 @@ def evaluate_sampled(cfg: Config, model: ModelOnDemand, problems: list[Problem],
                     temperature=cfg.eval.sample_temperature,
                     max_new_tokens=cfg.eval.max_new_tokens,
                     batch_size=cfg.eval.batch_size,
+                    reward_fn=answer_grader(cfg),
                 )
             for i, problem in enumerate(batch):
                 rows = range(i * n, (i + 1) * n)
-                samples = [generation_record(problem, rollout, r)["attempts"] for r in rows]
+                samples = [generation_record(problem, rollout, r, cfg.grader.extraction)["attempts"] for r in rows]
                 done[problem.id] = {"id": problem.id, "samples": samples}
                 f.write(json.dumps(done[problem.id]) + "\n")
             f.flush()
@@ -400,15 +402,20 @@ def compare_row(folder: Path) -> tuple[str, dict]:
     return f"{model.parent.name}/{model.name}", metrics
 
 
+def answer_grader(cfg: Config) -> RewardFn:
+    """The reward_fn of evaluation: the answer checker under cfg.grader (workers, timeout, extraction)."""
+    grading = cfg.grader
+
+    def grade(texts: list[str], problems: list[Problem]) -> list[float]:
+        return rewards(texts, [p.answer for p in problems], grading.workers, grading.timeout, grading.extraction)
+
+    return grade
+
+
 def generate_records(model, tokenizer, problems: list[Problem], cfg: Config) -> Iterator[list[dict]]:
     """Evaluate a model object: `cfg.eval.attempts` attempts at each problem (greedy when eval.temperature is 0),
     yielding the records (see generation_record) of each batch of eval.batch_size problems as it finishes."""
     greedy = cfg.eval.temperature == 0
-    grading = cfg.grader
-
-    def grade(texts: list[str], probs: list[Problem]) -> list[float]:
-        return rewards(texts, [p.answer for p in probs], grading.workers, grading.timeout, grading.extraction)
-
     for start in range(0, len(problems), cfg.eval.batch_size):
         batch = problems[start : start + cfg.eval.batch_size]
         rollout = generate_rollouts(
@@ -423,9 +430,9 @@ def generate_records(model, tokenizer, problems: list[Problem], cfg: Config) -> 
             samples_per_prompt=1,
             greedy=greedy,
             temperature=cfg.eval.temperature or None,
-            reward_fn=grade,
+            reward_fn=answer_grader(cfg),
         )
-        yield [generation_record(problem, rollout, row, grading.extraction) for row, problem in enumerate(batch)]
+        yield [generation_record(problem, rollout, row, cfg.grader.extraction) for row, problem in enumerate(batch)]
 
 
 def generation_record(problem: Problem, rollout, row: int, extraction: str = "strict") -> dict:
