@@ -180,6 +180,9 @@ CLASS_EQUAL = {
         ("x \\ge 2", "\\{y | y \\ge 2\\}"),
         ("x \\neq 3", "(-\\infty, 3) \\cup (3, \\infty)"),
         ("(-\\infty, 1) \\cup [1, 3]", "(-\\infty, 3]"),
+        ("x > 4 \\text{ and } x < 1", "\\emptyset"),
+        ("x = 1 \\text{ and } x = 2", "1, 2"),  # "and" between values is a list, not an intersection
+        ("3 \\text{ and } 5", "\\{3, 5\\}"),
     ],
     "base-n numerals": [
         ("212_3", "212_{3}"),

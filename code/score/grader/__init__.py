@@ -9,14 +9,16 @@ reusable helper process that is killed when the time is up, so every call return
 any thread.
 
 The stages, one file each, in the order an answer meets them:
-    extract.py    the final answer of a solution (\\boxed{}, "The final answer is ...")
-    normalize.py  answer string -> canonical string (wrappers, units, text, numerals)
+    extract.py    the final answer of a solution (\\boxed{}, "The final answer is ...", strict or lenient)
+    normalize.py  answer string -> canonical string and unit (wrappers, units, labels, words, times, numerals)
     parse.py      canonical string -> tree (whitelisted tokens, recursive descent, answer structure)
     exact.py      exact arithmetic on trees (rationals, polynomials in variables, pi, e, i)
     symbolic.py   trees -> sympy, in a helper process killed when the time is up
+    reals.py      sets of reals in every notation (intervals, unions, inequalities) as one form
     compare.py    is_equivalent: structures compared, scalars exactly or through the helper
     batch.py      reward and rewards: one solution, or a batch over a process pool
-limits.py holds the limits on input size and the exceptions the stages raise to each other.
+limits.py holds the limits on input size and the exceptions the stages raise to each other; units.py the
+vocabulary of units and of numbers written in words.
 """
 
 from score.grader.batch import reward, rewards
