@@ -15,18 +15,19 @@ from score.grader.extract import braced, unwrap
 from score.grader.limits import Reject
 from score.grader.units import unit_key, words_to_number
 
-_UNICODE = {"−": "-", "–": "-", "×": "\\times ", "·": "\\cdot ", "÷": "\\div ", "π": "\\pi ",
-            "∞": "\\infty ", "√": "\\sqrt ",
-            "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "∪": "\\cup ", "°": "^\\circ ", "±": "\\pm "}  # fmt: skip
+_UNICODE = {"−": "-", "–": "-", "×": "\\times ", "·": "\\cdot ", "÷": "\\div ", "π": "\\pi ", "∞": "\\infty ",
+            "√": "\\sqrt ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "∪": "\\cup ", "°": "^\\circ ",
+            "±": "\\pm "}  # fmt: skip
 _TEXT_CMD = re.compile(r"\\(text(?:bf|it|rm|normal|sf|tt)?|mbox|math(?:rm|bf|it|sf)|operatorname)\s*(?=\{)")
 _WORDY = re.compile(r"[A-Za-z][A-Za-z\s.'\-]*(?:(?:/|\^\s*\{?-?\d\}?)[A-Za-z\s.'\-]*)*")
 _UNIT_TAIL = re.compile(r"\s*\^\s*\{?-?\d\}?|\s*/\s*\\(?:text|mbox|mathrm)\s*\{[A-Za-z\s.]*\}(?:\s*\^\s*\{?\d\}?)?")
 MATH_WORDS = {"sqrt", "pi", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "inf", "infty", "or", "and"}
-# 9:15 a.m., 9:15 \text{ p.m.}, 9 \text{ AM}, 21:15: times of day become minutes on a 24-hour clock.
+# 9:15 a.m., 9:15 \text{ p.m.}, 9 \text{ AM}, 21:15: times of day are written H:MM on the 24-hour clock.
 _TIME = re.compile(
     r"(?<![\d.:])(?P<h>\d{1,2})(?::(?P<m>\d{2}))?\s*(?P<text>\\(?:text|mbox|mathrm|textrm)\s*\{\s*)?"
     r"(?P<ampm>[aApP])\.?\s*[mM]\.?(?(text)\s*\})(?![a-zA-Z])|(?<![\d.:])(?P<h24>\d{1,2}):(?P<m24>\d{2})(?![\d.:])"
 )
+# \sin 30^\circ, \cos(45^\circ): an angle in degrees inside a trig function becomes radians.
 _DEGREE = r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree)"
 _TRIG_DEGREES = re.compile(
     r"(\\(?:sin|cos|tan|cot|sec|csc)(?:\s*\^\s*\{?-?\d\}?)?)\s*(?:\(\s*(-?\d+(?:\.\d+)?)" + _DEGREE + r"\s*\)"
@@ -59,6 +60,7 @@ _MIXED = re.compile(r"(?<![\w.^_}\)\]\\])(\d+)\s*\\frac\s*(?:\{\s*(\d+)\s*\}|(\d
 _BASE = re.compile(r"(?<![\w.^_}\\])([0-9A-F]+)_\{?(\d{1,2})\}?(?![\d}])")
 _REPEATING = re.compile(r"(?<!\d)(\d*)\.(\d*)\\overline\s*\{(\d+)\}")
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+# Words after a number at the end: units (3 mi/hr, 7 cm^2), kept aside for their key.
 _POWER = r"(?:\s*\^\s*\{?\d\}?)?"
 _UNITS = re.compile(rf"(?<=[\d}}\)])\s*([A-Za-z]{{2,}}(?: [A-Za-z]{{2,}})*{_POWER}(?:\s*/\s*[A-Za-z]+{_POWER})*)\s*$")
 _SPACES = re.compile(r"\s+(?![a-zA-Z])|(?<![a-zA-Z])\s+")

@@ -73,8 +73,6 @@ _TENS = {w: 10 * n for n, w in enumerate("twenty thirty forty fifty sixty sevent
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
 _PARTS = {"half": 2, "halves": 2, "third": 3, "quarter": 4, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
           "eighth": 8, "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "hundredth": 100}  # fmt: skip
-NUMBER_WORDS = set(_SMALL) | set(_TENS) | set(_SCALES) | set(_PARTS) | {p + "s" for p in _PARTS}
-NUMBER_WORDS |= {"a", "an", "and", "negative", "minus"}
 
 
 def _whole(words: list[str]) -> int | None:
