@@ -178,22 +178,14 @@ def _assigned_value(node: tuple) -> tuple:
     return node
 
 
-def _numeral_equal(numeral: tuple, other: tuple) -> bool:
-    """212_3 is 212_{3}, and 212 written without its base, but not 212_4 nor 23 (its value in base ten)."""
-    if other[0] == "numeral":
-        return numeral == other
-    written = other[1] if other[0] == "expr" and other[1][0] == "num" else None
-    return written is not None and written[1].denominator == 1 and str(written[1].numerator) == numeral[1]
-
-
 def _equal(a: tuple, b: tuple, use_sympy: bool) -> bool:
     ka, kb = a[0], b[0]
     if "raw" in (ka, kb):
         return False
     if ka in ("text", "choice", "time") or kb in ("text", "choice", "time"):
         return a == b
-    if "numeral" in (ka, kb):
-        return _numeral_equal(a, b) if ka == "numeral" else _numeral_equal(b, a)
+    if "numeral" in (ka, kb):  # the same digits in the same base (written without its base: compare())
+        return a == b
     if "reals" in (ka, kb):
         x, y = as_reals(a), as_reals(b)
         return x is not None and y is not None and _reals_equal(x, y, use_sympy)
@@ -235,7 +227,12 @@ def _equal(a: tuple, b: tuple, use_sympy: bool) -> bool:
 def compare(a: str, b: str, use_sympy: bool) -> bool:
     """Equivalence of two normalised answers; NeedSympy escapes when use_sympy is False."""
     try:
-        return _equal(_canonical(structure(a)), _canonical(structure(b)), use_sympy)
+        sa, sb = structure(a), structure(b)
+        # 212_3 is 212 written without its base, but not 212_4 nor 23 (its value in base ten); A3_{16} is A3.
+        if (sa[0] == "numeral") != (sb[0] == "numeral"):
+            numeral, written = (sa, b) if sa[0] == "numeral" else (sb, a)
+            return (written.lstrip("0") or "0") == numeral[1]
+        return _equal(_canonical(sa), _canonical(sb), use_sympy)
     except (Reject, ZeroDivisionError, OverflowError, ValueError, RecursionError):
         return False
 
