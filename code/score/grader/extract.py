@@ -99,11 +99,9 @@ def unwrap(answer: str) -> str:
     return answer.rstrip(" .")
 
 
-def _marked_answer(solution: str) -> str | None:
+def _marked_answer(solution: str, boxes: list[re.Match], finals: list[re.Match]) -> str | None:
     """The last \\boxed{...} / \\fbox{...} / `\\boxed 5`, or the paper's
     `Final Answer: The final answer is $...$. I hope it is correct.`, whichever comes last."""
-    boxes = list(_BOX.finditer(solution))
-    finals = list(_FINAL.finditer(solution))
     box_at = boxes[-1].start() if boxes else -1
     final_at = finals[-1].start() if finals else -1
     answer, paper_form = _final_answer_content(solution, finals[-1].end()) if finals else (None, False)
@@ -144,8 +142,9 @@ def extract_answer(solution: str, extraction: str = "strict") -> str | None:
         raise ValueError(f"extraction must be one of {EXTRACTION_MODES}, got {extraction!r}")
     if not isinstance(solution, str):
         return None
-    if _BOX.search(solution) or _FINAL.search(solution):
-        answer = _marked_answer(solution)  # a broken \\boxed{ or "final answer is $..." is no answer
+    boxes, finals = list(_BOX.finditer(solution)), list(_FINAL.finditer(solution))
+    if boxes or finals:
+        answer = _marked_answer(solution, boxes, finals)  # a broken \\boxed{ or "final answer is $..." is no answer
     else:
         answer = _prose_choice(solution)
         if answer is None and extraction == "lenient":

@@ -201,5 +201,5 @@ def normalize(answer: str) -> tuple[str, str]:
         s = s[label.end() :]
     if _THOUSANDS.fullmatch(s):
         s = s.replace(",", "")
-    keys = sorted({key for key in map(unit_key, units) if key})
-    return _drop_redundant_groups(s), ",".join(keys)
+    keys = ",".join(sorted({key for key in map(unit_key, units) if key})) if units else ""
+    return _drop_redundant_groups(s), keys
