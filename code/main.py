@@ -5,6 +5,9 @@
     python code/main.py --task evaluate            # two-attempt evaluation, paper metrics
 
 Every setting lives in a YAML config (configs/default.yaml); `--set section.key=value` overrides one.
+
+Exit status: 0 done, 1 error (one line), 2 bad config or arguments, 75 training stopped by SIGTERM/SIGUSR1
+after saving a checkpoint (resume with `--set train.resume=true`), 130 interrupted (Ctrl-C).
 """
 
 import argparse
@@ -14,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from score.config import REPO_ROOT, ScoreError, load_config  # noqa: E402
+from score.preemption import STOPPED_EXIT_CODE, TrainingStopped  # noqa: E402
 
 TASKS = {
     "download": "fetch the base model (model.name) and MATH with the MATH-500 ids; with download.builtin, "
@@ -29,7 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="SCoRe: training language models to self-correct via multi-turn RL (Kumar et al., 2024).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="tasks:\n" + "\n".join(f"  {name:<9} {text}" for name, text in TASKS.items()),
+        epilog="tasks:\n"
+        + "\n".join(f"  {name:<9} {text}" for name, text in TASKS.items())
+        + f"\n\nexit status {STOPPED_EXIT_CODE}: training stopped by SIGTERM or SIGUSR1 after saving a checkpoint "
+        "(continue with --set train.resume=true)",
     )
     parser.add_argument("--task", required=True, choices=list(TASKS), help="what to run (see below)")
     parser.add_argument(
@@ -81,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except ScoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except TrainingStopped as e:
+        print(e, file=sys.stderr)
+        return STOPPED_EXIT_CODE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -20,10 +20,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-from tqdm.auto import tqdm
-
 from score.config import Config, DataConfig, DownloadConfig, EvalConfig, ModelConfig, ScoreError, resolve_path
 from score.data import FILE_SUFFIXES, MATH_SUBJECTS, error_line, subject_key
+from score.progress import progress
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -70,7 +69,7 @@ def fetch(url: str, dest: Path) -> None:
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             received = 0
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+            with progress(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
                 while chunk := response.read(1 << 20):
                     f.write(chunk)
                     received += len(chunk)

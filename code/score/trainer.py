@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from score import objectives
@@ -33,6 +32,8 @@ from score.guards import check_context, check_sampling
 from score.logs import MetricsLogger, step_record
 from score.models import load_model, resolve_model_path, weight_dtypes
 from score.monitor import evaluate_heldout, split_heldout
+from score.preemption import StopRequests, TrainingStopped
+from score.progress import progress
 from score.rollout import RewardFn, Rollout, generate_rollouts
 
 
@@ -97,7 +98,13 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
     """Run SCoRe training as configured; returns the run folder.
 
     reward_fn(texts, problems) -> rewards replaces the answer checker (for other tasks, and for tests).
+    SIGTERM or SIGUSR1 stops the run at the next step boundary with a checkpoint (raises TrainingStopped).
     """
+    with StopRequests() as stop:
+        return run_training(cfg, reward_fn, stop)
+
+
+def run_training(cfg: Config, reward_fn: RewardFn | None, stop: StopRequests) -> Path:
     t = cfg.train
     check_sampling(cfg)
     on_gpu = torch.cuda.is_available()
@@ -148,6 +155,8 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         start = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+        if accelerator.is_main_process:
+            print(f"resuming from {checkpoint} (step {start} of {len(schedule)})")
     if accelerator.is_main_process:
         files.root.mkdir(parents=True, exist_ok=True)
         cfg.save(files.root / "config.yaml")
@@ -155,7 +164,7 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
     accelerator.wait_for_everyone()
 
     logger = MetricsLogger(files, enabled=accelerator.is_main_process)
-    bar = tqdm(total=len(schedule), initial=start, desc="SCoRe", disable=not accelerator.is_main_process)
+    bar = progress(total=len(schedule), initial=start, desc="SCoRe", disable=not accelerator.is_main_process)
     conversations = t.batch_size // world * cfg.rollout.samples_per_prompt
     failures = 0
     times = {}
@@ -183,6 +192,8 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
         return scores
 
     for step in range(start, len(schedule)):
+        if received := stop.agreed(accelerator):
+            stop_at_step_boundary(accelerator, files, step, schedule, t.keep_checkpoints, received)
         stage = schedule[step]
         batch = step_problems(problems, step, t.batch_size, rank, world, seed=cfg.data.seed + 1)
         times.update(generate=0.0, score=0.0, reference=0.0, backward=0.0)
@@ -271,7 +282,9 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
 
         record = step_record(accelerator, rollout, sums, times, step, stage, scheduler, grad_norm)
         logger.log(record)
-        bar.set_postfix({k: f"{record[k]:.3f}" for k in ("reward_t1", "reward_t2", "kl_t1", "kl_t2") if k in record})
+        bar.set_postfix(
+            {k: f"{record[k]:.3f}" for k in ("reward_t1", "reward_t2", "kl_t1", "kl_t2") if k in record}, refresh=False
+        )
         bar.update(1)
         done = step + 1
         watch(done)
@@ -291,6 +304,20 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
         print(f"run saved to {files.root} (final model: {files.root / 'final'})")
     accelerator.end_training()
     return files.root
+
+
+def stop_at_step_boundary(
+    accelerator: Accelerator, files: RunFiles, done: int, schedule: list[int], keep: int, received: str
+) -> None:
+    """Checkpoint the `done` steps (unless that checkpoint exists already) and raise TrainingStopped everywhere."""
+    checkpoint = files.checkpoints / f"step_{done}"
+    if done and not checkpoint.is_dir():
+        save_checkpoint(accelerator, files, done, schedule[done - 1], keep)
+    accelerator.end_training()
+    raise TrainingStopped(
+        f"stopped by signal {received} after step {done} of {len(schedule)}"
+        + (f"; checkpoint {checkpoint}, continue with train.resume=true" if done else "")
+    )
 
 
 def check_replicas_agree(accelerator: Accelerator, policy) -> None:

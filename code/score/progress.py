@@ -1,0 +1,35 @@
+"""Progress bars that read well in a terminal and in a log file (a Slurm job's output).
+
+tqdm redraws one line with carriage returns: in a file that becomes one endless line. When stderr is not a
+terminal, the bar prints a plain line at most every LOG_INTERVAL seconds instead (and a last one at the end).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm.auto import tqdm
+
+LOG_INTERVAL = 30.0  # seconds between progress lines in a log
+
+
+class _Lines:
+    """A file for tqdm that turns each redraw ("\\r" + text + padding) into one line."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress(**kwargs) -> tqdm:
+    """tqdm(**kwargs) in a terminal or notebook; plain periodic lines in a log."""
+    if sys.stderr.isatty() or "ipykernel" in sys.modules:
+        return tqdm(**kwargs)
+    return tqdm(file=_Lines(sys.stderr), mininterval=LOG_INTERVAL, ascii=True, **kwargs)
