@@ -156,7 +156,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    model: str = _help("Model to evaluate: folder or hub id (empty: the latest run's final/).", "")
+    model: str = _help("Model to evaluate: folder or hub id (empty: <output_dir>/<run_name>/final of this config).", "")
     source: str = _help("Test problems (empty: data.source with the test split of data.scheme).", "")
     name: str = _help("Evaluation name: folder under <run>/eval/ (empty: derived from the data).", "")
     attempts: int = _help("Sequential attempts per problem.", 2)

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from score.config import Config, ScoreError, resolve_path
@@ -22,6 +21,7 @@ from score.data import Problem, load_math
 from score.diagnostics import two_attempt_diagnostics
 from score.grader import extract_answer, rewards
 from score.models import load_model, resolve_model_path
+from score.progress import progress
 from score.rollout import RewardFn, generate_rollouts
 from score.scaling import plot_scaling, sampled_metrics, scaling_markdown
 
@@ -214,14 +214,15 @@ def plot_training(metrics_jsonl: Path, path: Path) -> bool:
     return True
 
 
-def latest_run_model(cfg: Config) -> Path:
-    runs = [p for p in resolve_path(cfg.train.output_dir).glob("*/final") if (p / "config.json").is_file()]
-    if not runs:
+def config_run_model(cfg: Config) -> Path:
+    """The final model of the run this config trains (not the newest run: in a sweep that is another job's)."""
+    final = resolve_path(cfg.train.output_dir) / cfg.train.run_name / "final"
+    if not (final / "config.json").is_file():
         raise ScoreError(
-            f"no trained model in {resolve_path(cfg.train.output_dir)}/*/final; train first, or set "
-            "eval.model to a model folder (eval.model=base evaluates the base model)"
+            f"no trained model at {final}; train first (same config), or set eval.model to a model folder "
+            "(eval.model=base evaluates the base model)"
         )
-    return max(runs, key=lambda p: p.stat().st_mtime)
+    return final
 
 
 def choose_model(cfg: Config) -> tuple[Path, Path]:
@@ -231,7 +232,7 @@ def choose_model(cfg: Config) -> tuple[Path, Path]:
     elif cfg.eval.model:
         model = resolve_model_path(cfg.eval.model, cfg.model.base_dir)
     else:
-        model = latest_run_model(cfg)
+        model = config_run_model(cfg)
     output = resolve_path(cfg.train.output_dir)
     if model.is_relative_to(output) and model != output:
         return model, output / model.relative_to(output).parts[0] / "eval"
@@ -304,14 +305,16 @@ def evaluate(cfg: Config) -> Path:
     model = ModelOnDemand(cfg, model_path)
     if todo:
         print(f"evaluating {model_path} on {len(todo)} problems ({len(done)} already done) -> {out}")
-        with tqdm(total=len(problems), initial=len(done), desc="evaluate") as bar, generations.open("a") as f:
+        with progress(total=len(problems), initial=len(done), desc="evaluate") as bar, generations.open("a") as f:
             for batch in generate_records(*model.get(), todo, cfg):
                 for record in batch:
                     done[record["id"]] = record
                     f.write(json.dumps(record) + "\n")
                 f.flush()
+                bar.set_postfix(
+                    acc_t1=f"{sum(r['attempts'][0]['correct'] for r in batch) / len(batch):.3f}", refresh=False
+                )
                 bar.update(len(batch))
-                bar.set_postfix(acc_t1=f"{sum(r['attempts'][0]['correct'] for r in batch) / len(batch):.3f}")
 
     records = [done[p.id] for p in problems]
     metrics = compute_metrics(records)
@@ -363,7 +366,10 @@ def evaluate_sampled(cfg: Config, model: ModelOnDemand, problems: list[Problem],
     done = read_generations(path)
     todo = [p for p in problems if p.id not in done]
     per_batch = max(1, cfg.eval.batch_size // n)
-    with tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"sample x{n}") as bar, path.open("a") as f:
+    with (
+        progress(total=len(problems), initial=len(problems) - len(todo), desc=f"sample x{n}") as bar,
+        path.open("a") as f,
+    ):
         for start in range(0, len(todo), per_batch):
             batch = todo[start : start + per_batch]
             devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
