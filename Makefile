@@ -38,5 +38,5 @@ demo: setup
 	@echo "This demo ran a small model built on this machine on a synthetic addition task: it shows the pipeline"
 	@echo "and SCoRe's mechanics working end to end, not the paper's MATH numbers. A real run (GPU, network):"
 	@echo "  python code/main.py --task download && python code/main.py --task train && python code/main.py --task evaluate"
-	@echo "The full testbed experiment (3 seeds, 4 rows, about 15 minutes):"
+	@echo "The full testbed experiment (9 rows x 5 seeds, about 35 minutes on 2 cores):"
 	@echo "  .venv/bin/python code/main.py --task experiment --config configs/testbed.yaml"

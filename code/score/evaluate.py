@@ -333,6 +333,8 @@ def evaluate(cfg: Config) -> Path:
     if run_metrics.exists():
         plot_training(run_metrics, out / "training.png")
     print(results_table(compare + [(label, metrics)]))
+    if "sampled" in metrics:
+        print(scaling_markdown(metrics["sampled"]))
     print(f"results: {out / 'results.md'}")
     return out
 
