@@ -193,6 +193,8 @@ def run_training(cfg: Config, reward_fn: RewardFn | None, stop: StopRequests) ->
 
     for step in range(start, len(schedule)):
         if received := stop.agreed(accelerator):
+            bar.close()
+            logger.close()
             stop_at_step_boundary(accelerator, files, step, schedule, t.keep_checkpoints, received)
         stage = schedule[step]
         batch = step_problems(problems, step, t.batch_size, rank, world, seed=cfg.data.seed + 1)
