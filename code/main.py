@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # per-file loading bars would drown our own
+    from score.distributed import end_processes
+
+    finished = False
     try:
         if args.task == "download":
             from score.download import download
@@ -85,15 +88,19 @@ def main(argv: list[str] | None = None) -> int:
             from score.experiment import run_experiment
 
             run_experiment(cfg)
+        finished = True
     except ScoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except TrainingStopped as e:
+        finished = True  # every process stopped after the same step, with its checkpoint saved
         print(e, file=sys.stderr)
         return STOPPED_EXIT_CODE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        end_processes(clean=finished)
     return 0
 
 

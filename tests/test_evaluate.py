@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -107,6 +110,7 @@ def test_evaluate_tiny_model_end_to_end_and_resume(tmp_path, tiny_model_dir, sam
     ev.evaluate(cfg)
     assert sorted(generated) == sorted(json.loads(line)["id"] for line in lines[3:])
     assert json.loads((out / "metrics.json").read_text()) == metrics  # greedy: the same numbers
+    assert len(ev.read_generations(out / "generations.jsonl")) == 6  # the cut line is gone, not merged
 
     with pytest.raises(ScoreError, match="other settings"):
         ev.evaluate(eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.max_new_tokens=7"))
@@ -181,3 +185,28 @@ def test_evaluation_grades_with_the_configured_extraction(monkeypatch, extractio
     (records,) = ev.generate_records(None, None, [problem], cfg)
     assert records[0]["attempts"][0]["correct"] is correct
     assert records[0]["attempts"][0]["answer"] == answer
+
+
+def test_two_processes_split_the_problems_and_match_one(tmp_path, tiny_model_dir, sample_jsonl):
+    # 2 gloo processes each generate half of the problems; the main process writes the same records and
+    # metrics as a single process (batch size 1, so padding cannot change a greedy generation).
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launchers = {
+        "one": [sys.executable],
+        "two": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+        + ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
+    }
+    outputs = {}
+    for name, launcher in launchers.items():
+        sets = [f"eval.model={tiny_model_dir}", f"eval.source={sample_jsonl}", f"train.output_dir={tmp_path}"]
+        sets += ["eval.max_new_tokens=6", "eval.max_problems=7", "eval.batch_size=1", f"eval.name={name}"]
+        command = [*launcher, str(REPO_ROOT / "code" / "main.py"), "--task", "evaluate"]
+        command += ["--config", str(REPO_ROOT / "configs" / "tiny.yaml")] + [a for s in sets for a in ("--set", s)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("results:") == 1  # one writer
+        outputs[name] = tmp_path / "base-model" / "eval" / name
+    one, two = (ev.read_generations(outputs[n] / "generations.jsonl") for n in ("one", "two"))
+    assert len(one) == 7 and one == two
+    metrics = [json.loads((outputs[n] / "metrics.json").read_text()) for n in ("one", "two")]
+    assert metrics[0] == metrics[1]

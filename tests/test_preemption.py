@@ -107,7 +107,7 @@ def test_signal_checkpoints_at_step_boundary_and_resume_matches(tmp_path, tiny_m
     checkpoint = run / "checkpoints" / f"step_{done}"
     assert [p.name for p in (run / "checkpoints").iterdir()] == [checkpoint.name]
     for rank in range(processes):
-        assert (checkpoint / f"random_states_{rank}.pkl").is_file()
+        assert (checkpoint / f"rng_{rank}.pt").is_file()
     assert not (run / "final").exists()
 
     code, log = finish(start(tmp_path, "stopped", tiny_model_dir, sample_jsonl, processes, "train.resume=true"))

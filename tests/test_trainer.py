@@ -1,19 +1,23 @@
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 from score import objectives
 from score import trainer as trainer_module
+from score.checkpoints import RunFiles
 from score.config import REPO_ROOT, ScoreError, load_config
 from score.data import load_math
-from score.models import weight_dtypes
+from score.models import load_model, weight_dtypes
 from score.trainer import lr_factor, stage_schedule, step_problems, train
 
 # 4 problems x 4 samples in one micro-batch, a fast lr, no checkpoints: the learning tests' step
@@ -247,7 +251,12 @@ def test_resume_ends_with_the_same_weights(tmp_path, tiny_model_dir, sample_json
     drop = lambda rows: [{k: v for k, v in r.items() if not k.startswith("seconds")} for r in rows]  # noqa: E731
     assert drop(metrics(straight)) == drop(metrics(resumed))
     state = json.loads((resumed / "checkpoints" / "step_4" / "trainer_state.json").read_text())
-    assert state == {"step": 4, "stage": 2, "data_position": 4}
+    assert {k: state[k] for k in ("step", "stage", "data_position", "processes")} == {
+        "step": 4,
+        "stage": 2,
+        "data_position": 4,
+        "processes": 1,
+    }
 
 
 def test_nonfinite_losses_stop_the_run_keeping_the_checkpoint(tmp_path, tiny_model_dir, sample_jsonl):
@@ -261,8 +270,82 @@ def test_nonfinite_losses_stop_the_run_keeping_the_checkpoint(tmp_path, tiny_mod
     with pytest.raises(ScoreError, match="non-finite"):
         train(cfg, nan_after_two_steps)
     run = tmp_path / "runs" / "tiny"
-    assert (run / "checkpoints" / "step_2" / "model.safetensors").is_file()
+    assert [p.name for p in RunFiles(run).finished_checkpoints()] == ["step_2", "step_4"]
     assert [r.get("skipped") for r in metrics(run)] == [None, None, "non-finite loss", "non-finite loss"]
+
+
+def test_infinite_gradient_norm_skips_the_step_not_its_saves(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch):
+    # A finite loss whose gradient is infinite at step 2 only: the step is skipped (AdamW would write NaN), and
+    # the step-2 checkpoint and the Stage I end model due at step 2 are still saved.
+    steps = {"n": 0}
+    loaded = []
+
+    def load_with_hook(path, model_cfg, dtype):
+        loaded.append(load_model(path, model_cfg, dtype))
+        if len(loaded) == 1:  # the policy is loaded first
+            weight = loaded[0].get_input_embeddings().weight
+            weight.register_hook(lambda g: g * float("inf") if steps["n"] == 2 else g)
+        return loaded[-1]
+
+    def count_steps(texts, problems):
+        steps["n"] += 0.5  # two attempts scored per step
+        return contains("y")(texts, problems)
+
+    monkeypatch.setattr(trainer_module, "load_model", load_with_hook)
+    overrides = ["train.stage1_steps=2", "train.stage2_steps=2", "train.save_every=2", *RL_BATCH[:4]]
+    run = train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *overrides), count_steps)
+    rows = metrics(run)
+    assert [r.get("skipped") for r in rows] == [None, "non-finite gradient norm", None, None]
+    assert math.isfinite(rows[2]["grad_norm"]) and "loss" in rows[1] and math.isfinite(float(rows[1]["loss"]))
+    for folder in ("checkpoints/step_2", "checkpoints/step_4", "stage_ends/round1_stage1", "final"):
+        assert (run / folder).is_dir(), folder
+    weights = load_file(run / "final" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    stage1_end = load_file(run / "stage_ends" / "round1_stage1" / "model.safetensors")
+    base = load_file(tiny_model_dir / "model.safetensors")
+    assert any(not torch.equal(stage1_end[k], base[k]) for k in base)  # step 1 was taken
+
+
+def test_resume_refuses_other_settings_and_accepts_neutral_ones(tmp_path, tiny_model_dir, sample_jsonl):
+    overrides = ["train.stage1_steps=1", "train.stage2_steps=1", "train.save_every=1"]
+    run = train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *overrides), contains("y"))
+    saved = (run / "config.yaml").read_text()
+    resume = [*overrides, "train.resume=true"]
+    with pytest.raises(ScoreError, match=r"train\.lr \(0\.001 -> 0\.002\), train\.beta2") as error:
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *resume, "train.lr=2e-3", "train.beta2=0.5"))
+    assert "\n" not in str(error.value) and "alpha" not in str(error.value)
+    with pytest.raises(ScoreError, match="train.stage1_steps"):  # a different schedule, not an extension
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *resume, "train.stage1_steps=2"))
+    assert (run / "config.yaml").read_text() == saved
+    # logging, save cadence, evaluation and more Stage II steps cannot change the steps already taken
+    neutral = [*resume, "train.stage2_steps=2", "train.save_every=0", "train.sample_every=1", "eval.max_problems=3"]
+    train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *neutral), contains("y"))
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3]
+    assert load_config(run / "config.yaml").train.stage2_steps == 2
+
+
+def test_gradient_checkpointing_saves_less_for_backward(tmp_path, tiny_model_dir, sample_jsonl):
+    # The policy as the update sees it (after a rollout, which switches to eval mode and back): with
+    # model.gradient_checkpointing its forward keeps far fewer bytes for the backward pass.
+    saved = {}
+    for checkpointing in (False, True):
+        cfg = tiny_config(
+            tmp_path / str(checkpointing), tiny_model_dir, sample_jsonl, f"model.gradient_checkpointing={checkpointing}"
+        )
+        run = trainer_module.start_run(cfg)
+        run.times.update(score=0.0)
+        _, rollout = trainer_module.sample_step(run, 0, contains("y"))
+        assert run.policy.training
+        saved[checkpointing] = 0
+
+        def pack(tensor, checkpointing=checkpointing):
+            saved[checkpointing] += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            logits = run.policy(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask).logits
+        logits.sum().backward()
+    assert saved[True] < 0.6 * saved[False], saved
 
 
 def test_bad_input_is_one_clear_error(tmp_path, tiny_model_dir, sample_jsonl):
@@ -326,7 +409,7 @@ def test_tiny_config_writes_every_output(tmp_path):
     assert samples and len(samples[0]["attempts"]) == 2
     for name in ("step_3", "step_6"):
         checkpoint = run / "checkpoints" / name
-        for file in ("model.safetensors", "optimizer.bin", "random_states_0.pkl", "trainer_state.json"):
+        for file in (".metadata", "__0_0.distcp", "rng_0.pt", "trainer_state.json"):
             assert (checkpoint / file).is_file(), (name, file)
     for model in ("final", "stage_ends/round1_stage1", "stage_ends/round1_stage2"):
         for file in ("model.safetensors", "config.json", "tokenizer.json"):
@@ -334,20 +417,107 @@ def test_tiny_config_writes_every_output(tmp_path):
     assert not list(run.rglob("*.tmp"))
 
 
-def test_two_processes_share_weights(tmp_path):
+TWO_PROCESSES = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
+# accelerate's --cpu launcher starts a single process (several need mpirun); --multi_gpu uses torch.distributed.run,
+# and the trainer makes the group gloo on a machine without GPUs.
+DDP = [*TWO_PROCESSES, "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
+# The shipped FSDP launch config: accelerate itself falls back to MULTI_CPU here, the trainer shards with FSDP2.
+FSDP = [*TWO_PROCESSES, "--config_file", str(REPO_ROOT / "configs/accelerate/fsdp.yaml"), "--mixed_precision", "no"]
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "final" / "model.safetensors")
+
+
+def test_two_processes_train_and_exit_cleanly(tmp_path):
+    # Three consecutive 2-process runs exit 0 (a run used to abort at exit, or lose a race in save_checkpoint);
+    # the tiny config's reward moves the weights, so "identical on 2 processes" means something.
     overrides = tiny_cli_overrides(tmp_path)
     assert run_cli("--task", "download", *overrides, cwd=tmp_path).returncode == 0
-    # accelerate's --cpu launcher starts a single process (several need mpirun); --multi_gpu uses
-    # torch.distributed.run, and the trainer makes the group gloo on a machine without GPUs.
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    launcher += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     # The batch baseline gathers both processes' rewards; the held-out problems are split over both and gathered.
-    options = ["train.save_every=0", "train.baseline=batch", "train.eval_every=3"]
+    options = ["train.baseline=batch", "train.eval_every=3"]
     options = [x for option in options for x in ("--set", option)]
-    out = run_cli("--task", "train", *overrides, *options, cwd=tmp_path, launcher=launcher)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "weights identical on 2 processes" in out.stdout
-    run = tmp_path / "runs" / "tiny"
-    assert (run / "checkpoints" / "step_6" / "random_states_1.pkl").is_file()
-    assert len([r for r in metrics(run) if "reward_t1" in r]) == 6
+    for attempt in range(3):
+        name = ["--set", f"train.run_name=r{attempt}"]
+        out = run_cli("--task", "train", *overrides, *options, *name, cwd=tmp_path, launcher=DDP)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "weights identical on 2 processes" in out.stdout
+    run = tmp_path / "runs" / "r0"
+    assert [p.name for p in RunFiles(run).finished_checkpoints()] == ["step_3", "step_6"]
+    assert (run / "checkpoints" / "step_6" / "rng_1.pt").is_file()
+    rows = [r for r in metrics(run) if "reward_t1" in r]
+    assert len(rows) == 6 and any(r["grad_norm"] > 0 for r in rows)
     assert [(r["step"], r["heldout_n"]) for r in metrics(run) if "heldout_n" in r] == [(0, 4), (3, 4), (6, 4)]
+    base = load_file(tmp_path / "base_models" / "tiny-qwen2" / "model.safetensors")
+    assert any(not torch.equal(final_weights(run)[k], base[k]) for k in base)
+    assert all(torch.equal(final_weights(run)[k], final_weights(tmp_path / "runs" / "r2")[k]) for k in base)
+
+
+def test_two_processes_killed_and_resumed_match_an_uninterrupted_run(tmp_path):
+    overrides = tiny_cli_overrides(tmp_path)
+    assert run_cli("--task", "download", *overrides, cwd=tmp_path).returncode == 0
+    overrides += ["--set", "train.stage2_steps=20", "--set", "train.save_every=2"]
+    straight = run_cli("--task", "train", *overrides, "--set", "train.run_name=straight", cwd=tmp_path, launcher=DDP)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    command = [*DDP, str(REPO_ROOT / "code" / "main.py"), "--task", "train", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = (tmp_path / "killed.log").open("w")
+    launcher = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=log)
+    files = RunFiles(tmp_path / "runs" / "tiny")
+    deadline = time.monotonic() + 300
+    while not files.finished_checkpoints() and launcher.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    parent = psutil.Process(launcher.pid)  # the launcher and both training processes, mid-run
+    for process in [parent, *parent.children(recursive=True)]:
+        process.send_signal(signal.SIGKILL)
+    launcher.wait()
+    killed_at = len(metrics(files.root))
+    assert files.finished_checkpoints() and killed_at < 23, killed_at
+
+    resumed = run_cli("--task", "train", *overrides, "--set", "train.resume=true", cwd=tmp_path, launcher=DDP)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = final_weights(tmp_path / "runs" / "straight"), final_weights(files.root)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["reward_t2"] for r in metrics(files.root)] == [
+        r["reward_t2"] for r in metrics(tmp_path / "runs" / "straight")
+    ]
+
+
+def test_fsdp2_on_two_processes_trains_saves_and_resumes_exactly(tmp_path):
+    # configs/accelerate/fsdp.yaml on 2 gloo processes: the policy is sharded (FSDP2), two micro-batches
+    # accumulate without synchronisation, generation runs from gathered parameters, checkpoints are sharded.
+    overrides = tiny_cli_overrides(tmp_path) + ["--set", "train.micro_batch_size=2"]
+    assert run_cli("--task", "download", *overrides, cwd=tmp_path).returncode == 0
+    sharded = run_cli("--task", "train", *overrides, "--set", "train.run_name=fsdp", cwd=tmp_path, launcher=FSDP)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert "policy sharded with FSDP2 over 2 processes" in sharded.stdout
+    run = tmp_path / "runs" / "fsdp"
+    assert sorted(p.name for p in (run / "checkpoints" / "step_3").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    # the same steps data-parallel (DDP): the same gradients up to float summation order
+    replicated = run_cli("--task", "train", *overrides, "--set", "train.run_name=ddp", cwd=tmp_path, launcher=DDP)
+    assert replicated.returncode == 0, replicated.stderr[-3000:]
+    a, b = final_weights(run), final_weights(tmp_path / "runs" / "ddp")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    base = load_file(tmp_path / "base_models" / "tiny-qwen2" / "model.safetensors")
+    assert any(not torch.equal(a[k], base[k]) for k in base)
+
+    # exact resume: Stage I alone (3 steps, checkpoint at step 3), then resumed with Stage II added
+    first = run_cli(*overrides, "--task", "train", "--set", "train.stage2_steps=0", cwd=tmp_path, launcher=FSDP)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli(*overrides, "--task", "train", "--set", "train.resume=true", cwd=tmp_path, launcher=FSDP)
+    assert second.returncode == 0, second.stderr[-3000:]
+    c = final_weights(tmp_path / "runs" / "tiny")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_with_another_lr_is_one_error_line(tmp_path):
+    overrides = tiny_cli_overrides(tmp_path) + ["--set", "train.stage1_steps=1", "--set", "train.stage2_steps=0"]
+    assert run_cli("--task", "download", *overrides, cwd=tmp_path).returncode == 0
+    assert run_cli("--task", "train", *overrides, cwd=tmp_path).returncode == 0
+    config = (tmp_path / "runs" / "tiny" / "config.yaml").read_text()
+    out = run_cli("--task", "train", *overrides, "--set", "train.resume=true", "--set", "train.lr=5e-4", cwd=tmp_path)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot resume") and "train.lr (0.001 -> 0.0005)" in lines[0]
+    assert (tmp_path / "runs" / "tiny" / "config.yaml").read_text() == config

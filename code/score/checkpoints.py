@@ -1,13 +1,50 @@
-"""What a run writes to disk: its folder layout, atomic saves of models and checkpoints, resume trimming."""
+"""What a run writes to disk: its folder layout, the settings it was trained with, atomic saves of models and
+checkpoints, and resuming.
+
+A checkpoint is written into step_<n>.tmp by every process (torch.distributed.checkpoint: each process writes
+its own shard of a sharded policy and optimizer; replicated tensors are written once), then, after all processes
+have finished, the main process adds trainer_state.json and renames the folder to step_<n>. Only folders named
+step_<integer> holding trainer_state.json count as checkpoints, so a crash mid-save leaves nothing that resume or
+pruning would take for a finished checkpoint.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
+import re
 import shutil
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.distributed.checkpoint as dcp
 from accelerate import Accelerator
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from score.config import Config, ScoreError, load_config
+
+# Settings that cannot change what a run computes: where and how often it logs and saves, how it is
+# evaluated, downloads, experiments, grader parallelism. A resumed run may change these freely.
+RESULT_NEUTRAL = {
+    "model.base_dir",
+    "train.run_name",
+    "train.output_dir",
+    "train.save_every",
+    "train.keep_checkpoints",
+    "train.sample_every",
+    "train.resume",
+    "train.max_nonfinite_steps",
+    "train.eval_every",
+    "train.eval_problems",
+    "grader.workers",
+}
+NEUTRAL_SECTIONS = {"eval", "download", "experiment"}
+SCHEDULE = {"train.stage1_steps", "train.stage2_steps", "train.rounds"}
 
 
 @dataclass
@@ -28,9 +65,74 @@ class RunFiles:
     def samples(self) -> Path:
         return self.root / "samples.jsonl"
 
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    def finished_checkpoints(self) -> list[Path]:
+        """step_<n> folders with their trainer_state.json (written last), oldest first."""
+        found = []
+        for path in self.checkpoints.glob("step_*"):
+            match = re.fullmatch(r"step_(\d+)", path.name)
+            if match and (path / "trainer_state.json").is_file():
+                found.append((int(match[1]), path))
+        return [path for _, path in sorted(found)]
+
     def latest_checkpoint(self) -> Path | None:
-        steps = sorted(self.checkpoints.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
-        return steps[-1] if steps else None
+        finished = self.finished_checkpoints()
+        return finished[-1] if finished else None
+
+
+def flat_settings(cfg: Config) -> dict[str, object]:
+    return {f"{section}.{key}": value for section, part in cfg.to_dict().items() for key, value in part.items()}
+
+
+def result_settings(cfg: Config) -> dict[str, object]:
+    """The settings that can change what training computes (everything but RESULT_NEUTRAL and its sections)."""
+    return {
+        name: value
+        for name, value in flat_settings(cfg).items()
+        if name not in RESULT_NEUTRAL and name.split(".")[0] not in NEUTRAL_SECTIONS
+    }
+
+
+def settings_key(cfg: Config) -> str:
+    """A short hash of the result settings: equal for runs that compute the same thing."""
+    text = json.dumps(result_settings(cfg), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def changed_settings(saved: Config, new: Config) -> list[str]:
+    """Result settings that differ, as 'name (old -> new)'. A longer or shorter stage schedule is allowed when
+    one schedule starts with the other (more steps of the last stage, more rounds): the shared steps compute the
+    same thing."""
+    from score.trainer import stage_schedule
+
+    old, now = result_settings(saved), result_settings(new)
+    differ = [name for name in now if old.get(name) != now[name]]
+    a, b = stage_schedule(saved), stage_schedule(new)
+    if a[: len(b)] == b[: len(a)]:
+        differ = [name for name in differ if name not in SCHEDULE]
+    return [f"{name} ({old.get(name)!r} -> {now[name]!r})" for name in differ]
+
+
+def check_resume(files: RunFiles, cfg: Config) -> Path | None:
+    """The checkpoint to resume from (None: start fresh). Refuses, with one line and before anything is written,
+    to train into a folder that holds a run without train.resume, or to resume a run with other settings."""
+    if not cfg.train.resume:
+        if files.metrics.exists():
+            raise ScoreError(
+                f"{files.root} already holds a run; set train.resume=true or choose another train.run_name"
+            )
+        return None
+    if files.config.is_file():
+        differ = changed_settings(load_config(files.config), cfg)
+        if differ:
+            raise ScoreError(
+                f"cannot resume {files.root}: it was trained with other settings: {', '.join(differ)}; "
+                "restore them or choose another train.run_name"
+            )
+    return files.latest_checkpoint()
 
 
 def save_atomically(target: Path, write) -> None:
@@ -47,7 +149,10 @@ def save_atomically(target: Path, write) -> None:
 
 
 def save_model(accelerator: Accelerator, policy, tokenizer, target: Path) -> None:
-    state = accelerator.get_state_dict(policy)  # every process joins (sharded setups gather here)
+    """A Transformers model folder (safetensors + tokenizer) of the full policy; every process joins."""
+    from score.models import full_state_dict
+
+    state = full_state_dict(accelerator, policy, main_only=True)
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(policy)
 
@@ -59,20 +164,86 @@ def save_model(accelerator: Accelerator, policy, tokenizer, target: Path) -> Non
     accelerator.wait_for_everyone()
 
 
-def save_checkpoint(accelerator: Accelerator, files: RunFiles, step: int, stage: int, keep: int) -> None:
+def random_states() -> dict:
+    """This process's RNG states as plain lists and tensors (loadable with weights_only=True)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    states = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_random_states(states: dict) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@contextmanager
+def quiet_single_process():
+    """torch.distributed.checkpoint warns on every save and load of a single-process run; that is intended."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def save_checkpoint(accelerator: Accelerator, files: RunFiles, policy, optimizer, scheduler, step: int, stage: int,
+                    keep: int) -> None:  # fmt: skip
+    """step_<step>/: policy and optimizer (sharded as they are held), scheduler, every process's RNG state."""
     target = files.checkpoints / f"step_{step}"
     tmp = target.with_name(target.name + ".tmp")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))  # model, optimizer, scheduler, RNG states of every process
+    model_state, optimizer_state = get_state_dict(policy, optimizer)
+    with quiet_single_process():
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
+    torch.save(random_states(), tmp / f"rng_{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()  # every process's files are in tmp before it becomes a checkpoint
     if accelerator.is_main_process:
-        state = {"step": step, "stage": stage, "data_position": step}
+        state = {
+            "step": step,
+            "stage": stage,
+            "data_position": step,
+            "processes": accelerator.num_processes,
+            "scheduler": scheduler.state_dict(),
+        }
         (tmp / "trainer_state.json").write_text(json.dumps(state))
+        shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
-        for old in sorted(files.checkpoints.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[:-keep]:
+        for old in files.finished_checkpoints()[:-keep]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
+
+
+def load_checkpoint(accelerator: Accelerator, checkpoint: Path, policy, optimizer, scheduler) -> int:
+    """Restore what save_checkpoint wrote (any sharding of the same model); returns the step to continue at."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    model_state, optimizer_state = get_state_dict(policy, optimizer)
+    loaded = {"model": model_state, "optimizer": optimizer_state}
+    with quiet_single_process():
+        dcp.load(loaded, checkpoint_id=checkpoint)
+    set_state_dict(policy, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng = checkpoint / f"rng_{accelerator.process_index}.pt"
+    if state["processes"] == accelerator.num_processes and rng.is_file():
+        restore_random_states(torch.load(rng, weights_only=True))
+    elif accelerator.is_main_process:
+        print(
+            f"note: {checkpoint} was saved by {state['processes']} processes, resumed on {accelerator.num_processes}:"
+            " same weights and data, but sampling will not repeat the uninterrupted run exactly"
+        )
+    return state["step"]
 
 
 def keep_logged_steps(files: RunFiles, upto: int) -> None:

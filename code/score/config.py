@@ -151,7 +151,14 @@ class TrainConfig:
         "Training problems held out (never trained on) for eval_every; taken when eval_every > 0.", 100
     )
     resume: bool = _help("Continue from the latest checkpoint of the run.", False)
-    max_nonfinite_steps: int = _help("Stop after this many non-finite losses in a row.", 3)
+    max_nonfinite_steps: int = _help(
+        "Stop after this many skipped steps (non-finite loss or gradient norm) in a row.", 3
+    )
+    reward: str = _help(
+        "answer: the answer checker (the paper). digit: 1 when an attempt contains a digit, a stand-in a random "
+        "tiny model earns, so CPU smoke runs (configs/tiny.yaml) change the weights.",
+        "answer",
+    )
 
 
 @dataclass
@@ -267,6 +274,7 @@ CHOICES = {
     ("train", "baseline"): {"loo", "batch", "none"},
     ("train", "loss_aggregation"): {"token_mean", "seq_mean"},
     ("train", "attempts"): {1, 2},
+    ("train", "reward"): {"answer", "digit"},
     ("download", "builtin"): {"", "tiny", "testbed"},
     ("grader", "extraction"): {"strict", "lenient"},
 }

@@ -11,14 +11,17 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 from transformers import AutoTokenizer
 
 from score.config import Config, ScoreError, resolve_path
 from score.data import Problem, load_math
 from score.diagnostics import two_attempt_diagnostics
+from score.distributed import gather_objects, my_share
 from score.grader import extract_answer, rewards
 from score.models import load_model, resolve_model_path
 from score.progress import progress
@@ -286,35 +289,53 @@ def read_generations(path: Path) -> dict[str, dict]:
 
 
 def evaluate(cfg: Config) -> Path:
-    """Evaluate a model with K sequential attempts; returns the evaluation folder."""
+    """Evaluate a model with K sequential attempts; returns the evaluation folder.
+
+    Under `accelerate launch` the problems are split over the processes, each generates its share with its own
+    copy of the model, and the main process writes every record (the same records as one process writes)."""
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    if accelerator.num_processes > 1 and cfg.eval.samples > 1:
+        raise ScoreError("eval.samples > 1 (sampled evaluation) runs in one process; start it without a launcher")
     model_path, eval_root = choose_model(cfg)
     problems, stem = load_test_problems(cfg)
     greedy = cfg.eval.temperature == 0
     name = cfg.eval.name or f"{stem}_k{cfg.eval.attempts}" + ("" if greedy else f"_t{cfg.eval.temperature:g}")
     out = eval_root / name
-    out.mkdir(parents=True, exist_ok=True)
     fingerprint = settings_fingerprint(cfg, model_path, problems)
     settings = out / "settings.json"
     if settings.exists() and json.loads(settings.read_text()) != fingerprint:
         raise ScoreError(f"{out} holds an evaluation with other settings; choose another eval.name")
-    settings.write_text(json.dumps(fingerprint, indent=2))
-
     generations = out / "generations.jsonl"
     done = read_generations(generations)
+    accelerator.wait_for_everyone()  # every process has read the files before the main process writes
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        settings.write_text(json.dumps(fingerprint, indent=2))
+        text = generations.read_text() if generations.exists() else ""
+        if not text.endswith("\n"):  # drop a last line cut short by an interruption before appending
+            generations.write_text(text[: text.rfind("\n") + 1])
+
     todo = [p for p in problems if p.id not in done]
-    model = ModelOnDemand(cfg, model_path)
+    model = ModelOnDemand(cfg, model_path, accelerator.device)
     if todo:
-        print(f"evaluating {model_path} on {len(todo)} problems ({len(done)} already done) -> {out}")
-        with progress(total=len(problems), initial=len(done), desc="evaluate") as bar, generations.open("a") as f:
-            for batch in generate_records(*model.get(), todo, cfg):
+        if main:
+            print(f"evaluating {model_path} on {len(todo)} problems ({len(done)} already done) -> {out}")
+        with (
+            progress(total=len(problems), initial=len(done), desc="evaluate", disable=not main) as bar,
+            generations.open("a") if main else nullcontext() as f,
+        ):
+            for batch in shared_records(accelerator, model, todo, cfg):
                 for record in batch:
                     done[record["id"]] = record
-                    f.write(json.dumps(record) + "\n")
-                f.flush()
-                bar.set_postfix(
-                    acc_t1=f"{sum(r['attempts'][0]['correct'] for r in batch) / len(batch):.3f}", refresh=False
-                )
-                bar.update(len(batch))
+                if main:
+                    f.writelines(json.dumps(record) + "\n" for record in batch)
+                    f.flush()
+                    correct = sum(r["attempts"][0]["correct"] for r in batch)
+                    bar.set_postfix(acc_t1=f"{correct / max(1, len(batch)):.3f}", refresh=False)
+                    bar.update(len(batch))
+    if not main:
+        return out
 
     records = [done[p.id] for p in problems]
     metrics = compute_metrics(records)
@@ -343,13 +364,13 @@ class ModelOnDemand:
     """The evaluated model and its tokenizer, loaded the first time generation needs them (a finished
     evaluation only recomputes its metrics)."""
 
-    def __init__(self, cfg: Config, path: Path):
-        self.cfg, self.path, self.loaded = cfg, path, None
+    def __init__(self, cfg: Config, path: Path, device: torch.device):
+        self.cfg, self.path, self.device, self.loaded = cfg, path, device, None
 
     def get(self) -> tuple:
         if self.loaded is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            dtype = torch.bfloat16 if device == "cuda" else torch.float32
+            device = self.device
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
             tokenizer = AutoTokenizer.from_pretrained(self.path)
             self.loaded = (load_model(self.path, self.cfg.model, dtype).to(device).eval(), tokenizer)
         return self.loaded
@@ -441,6 +462,19 @@ def generate_records(model, tokenizer, problems: list[Problem], cfg: Config) -> 
             reward_fn=answer_grader(cfg),
         )
         yield [generation_record(problem, rollout, row, cfg.grader.extraction) for row, problem in enumerate(batch)]
+
+
+def shared_records(accelerator: Accelerator, model: ModelOnDemand, todo: list[Problem], cfg: Config):
+    """generate_records over this process's share of `todo`, gathered: every process yields, round after round,
+    the records of all processes (each round one batch per process; all processes join every round)."""
+    world = accelerator.num_processes
+    if world == 1:
+        yield from generate_records(*model.get(), todo, cfg)
+        return
+    mine = my_share(todo, accelerator.process_index, world)
+    batches = generate_records(*model.get(), mine, cfg) if mine else iter(())
+    for _ in range(math.ceil(math.ceil(len(todo) / world) / cfg.eval.batch_size)):
+        yield gather_objects(next(batches, []))
 
 
 def generation_record(problem: Problem, rollout, row: int, extraction: str = "strict") -> dict:

@@ -1,10 +1,16 @@
-"""Model and tokenizer loading and weight dtypes, shared by training, evaluation and benchmarks."""
+"""Model loading and weight dtypes (shared by training, evaluation and benchmarks); FSDP2 sharding of the
+policy, its gradient synchronisation, generation from full parameters and the gathered full state dict."""
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, parse_flag_from_env
+from torch import Tensor
 from transformers import AutoModelForCausalLM
 
 from score.config import ModelConfig, ScoreError, resolve_path
@@ -38,3 +44,104 @@ def weight_dtypes(model: ModelConfig, on_gpu: bool) -> tuple[torch.dtype, torch.
         return (torch.float32, torch.float32, "bf16") if on_gpu else (torch.float32, torch.float32, "no")
     dtype = getattr(torch, model.dtype)
     return dtype, dtype, "no"
+
+
+def sharding_requested(accelerator: Accelerator) -> bool:
+    """FSDP was asked for by the launch (`accelerate launch --config_file configs/accelerate/fsdp.yaml`).
+
+    On GPUs accelerate reports DistributedType.FSDP; on a CPU it falls back to MULTI_CPU but the launcher still
+    exports ACCELERATE_USE_FSDP, so the same sharded code path runs (and is tested) over gloo.
+    """
+    return accelerator.distributed_type == DistributedType.FSDP or parse_flag_from_env("ACCELERATE_USE_FSDP")
+
+
+def check_sharding_settings() -> None:
+    """The FSDP launch settings this trainer honours: FSDP2, parameters on the GPU. Anything else is one error."""
+    version = os.environ.get("FSDP_VERSION", "2")
+    if version != "2":
+        raise ScoreError(f"fsdp_version {version} in the accelerate config: this trainer shards with FSDP2 only")
+    if parse_flag_from_env("FSDP_OFFLOAD_PARAMS"):
+        raise ScoreError("fsdp_offload_params: true in the accelerate config is not supported; set it to false")
+
+
+def shard_policy(policy: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2 (torch's fully_shard) over all processes: every decoder layer is its own unit, then the root.
+
+    Parameters become DTensors sharded on dim 0; the optimizer must be built after this. Parameters are
+    gathered in their own dtype (fp32 master weights) and bf16 compute comes from accelerate's autocast, as with
+    DDP: the policy keeps the reference's numeric path (see weight_dtypes), at twice the all-gather volume of
+    bf16 gathering.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    layer_types = tuple(getattr(policy, "_no_split_modules", None) or ())
+    for module in policy.modules():
+        if type(module).__name__ in layer_types:
+            fully_shard(module)
+    fully_shard(policy)
+    return policy
+
+
+def is_sharded(policy: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(policy, FSDPModule)
+
+
+@contextmanager
+def gradient_sync(accelerator: Accelerator, policy: torch.nn.Module, sync: bool):
+    """Accumulate gradients locally (sync=False) or reduce them over processes in this backward (sync=True).
+
+    DDP reduces in the backward outside no_sync; FSDP2 reduce-scatters when requires_gradient_sync is set.
+    Both average over processes, so the loss normalizer is the same for both.
+    """
+    if is_sharded(policy):
+        policy.set_requires_gradient_sync(sync)
+        yield
+    elif sync:
+        yield
+    else:
+        with accelerator.no_sync(policy):
+            yield
+
+
+@contextmanager
+def generation_model(accelerator: Accelerator, policy: torch.nn.Module):
+    """The policy as a plain module for `generate`, with full parameters.
+
+    A sharded policy is unsharded once (one all-gather per unit) and kept whole until the block ends, so each
+    process runs as many forward passes as its own generation needs, with no collective per token (processes
+    may stop at different lengths and, in evaluation, hold different numbers of problems). The cost is one
+    full copy of the weights per GPU in the compute dtype during generation.
+    """
+    if not is_sharded(policy):
+        yield accelerator.unwrap_model(policy)
+        return
+    units = [m for m in policy.modules() if is_sharded(m)]
+    policy.set_reshard_after_forward(False)
+    for unit in units:
+        unit.unshard()
+    try:
+        yield policy
+    finally:
+        for unit in units:
+            unit.reshard()
+        policy.set_reshard_after_forward(True)
+
+
+def full_state_dict(accelerator: Accelerator, policy: torch.nn.Module, main_only: bool = False) -> dict[str, Tensor]:
+    """Full, unsharded parameters and buffers under the plain model's names (no DDP/FSDP prefixes).
+
+    Every process joins (a sharded policy is gathered). By default every process gets the full tensors on its
+    device (a rollout engine per process needs them); main_only gives them on the CPU to the main process only,
+    and an empty dict to the others (for saving).
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    if not is_sharded(policy):
+        state = accelerator.unwrap_model(policy).state_dict()
+        if main_only:
+            return {k: v.detach().cpu() for k, v in state.items()} if accelerator.is_main_process else {}
+        return state
+    options = StateDictOptions(full_state_dict=True, cpu_offload=main_only)
+    return get_model_state_dict(policy, options=options)

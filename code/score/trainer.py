@@ -6,15 +6,18 @@ One optimizer step:
   2. the answer checker scores both attempts;
   3. micro-batches of whole conversations go through the frozen reference and the policy (one forward
      pass each covers both attempts); objectives.score_loss weighs every token by its attempt and stage;
-  4. gradients are summed over micro-batches and processes, clipped, and AdamW steps.
+  4. gradients are summed over micro-batches and processes, clipped, and AdamW steps; a step whose loss or
+     gradient norm is not finite is skipped (weights and optimizer untouched).
+
+The policy is replicated (DDP) or, when launched with configs/accelerate/fsdp.yaml, sharded with FSDP2
+(models.shard_policy); the loop is the same for both.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,14 +26,24 @@ from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 
 from score import objectives
-from score.checkpoints import RunFiles, keep_logged_steps, save_checkpoint, save_model
+from score.checkpoints import RunFiles, check_resume, keep_logged_steps, load_checkpoint, save_checkpoint, save_model
 from score.config import Config, ScoreError, resolve_path
 from score.data import Problem, load_math
 from score.evaluate import plot_training
 from score.grader import rewards as grade
 from score.guards import check_context, check_sampling
 from score.logs import MetricsLogger, step_record
-from score.models import load_model, resolve_model_path, weight_dtypes
+from score.models import (
+    check_sharding_settings,
+    generation_model,
+    gradient_sync,
+    is_sharded,
+    load_model,
+    resolve_model_path,
+    shard_policy,
+    sharding_requested,
+    weight_dtypes,
+)
 from score.monitor import evaluate_heldout, split_heldout
 from score.preemption import StopRequests, TrainingStopped
 from score.progress import progress
@@ -73,6 +86,12 @@ def step_problems(
     return chosen
 
 
+def digit_reward(texts: list[str], problems: list[Problem]) -> list[float]:
+    """train.reward=digit: 1 when the attempt contains a digit. A stand-in that a random tiny model earns about
+    half the time, so CPU smoke runs change the weights; it says nothing about maths."""
+    return [float(any(c.isdigit() for c in text)) for text in texts]
+
+
 def clock() -> float:
     """perf_counter once queued GPU work has run, so each phase is charged its own kernels."""
     if torch.cuda.is_available():
@@ -94,17 +113,28 @@ def micro_batches(rollout: Rollout, size: int):
         )
 
 
-def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
-    """Run SCoRe training as configured; returns the run folder.
+@dataclass
+class Run:
+    """Everything the loop works with, built by start_run."""
 
-    reward_fn(texts, problems) -> rewards replaces the answer checker (for other tasks, and for tests).
-    SIGTERM or SIGUSR1 stops the run at the next step boundary with a checkpoint (raises TrainingStopped).
-    """
-    with StopRequests() as stop:
-        return run_training(cfg, reward_fn, stop)
+    cfg: Config
+    accelerator: Accelerator
+    files: RunFiles
+    problems: list[Problem]
+    tokenizer: object
+    policy: torch.nn.Module
+    reference: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    schedule: list[int]
+    start: int
+    heldout: list[Problem]
+    logger: MetricsLogger | None = None
+    times: dict = field(default_factory=dict)
 
 
-def run_training(cfg: Config, reward_fn: RewardFn | None, stop: StopRequests) -> Path:
+def start_run(cfg: Config) -> Run:
+    """Processes, run folder, data, models (sharded or replicated), optimizer, and the checkpoint to resume."""
     t = cfg.train
     check_sampling(cfg)
     on_gpu = torch.cuda.is_available()
@@ -114,10 +144,11 @@ def run_training(cfg: Config, reward_fn: RewardFn | None, stop: StopRequests) ->
     world, rank = accelerator.num_processes, accelerator.process_index
     if t.batch_size % world:
         raise ScoreError(f"train.batch_size={t.batch_size} is not divisible by the {world} processes")
+    sharded = sharding_requested(accelerator)
+    if sharded:
+        check_sharding_settings()
     files = RunFiles(resolve_path(t.output_dir) / t.run_name)
-    checkpoint = files.latest_checkpoint() if t.resume else None
-    if not t.resume and files.metrics.exists():
-        raise ScoreError(f"{files.root} already holds a run; set train.resume=true or choose another train.run_name")
+    checkpoint = check_resume(files, cfg)
 
     model_path = resolve_model_path(cfg.model.name, cfg.model.base_dir)
     problems = load_math(
@@ -138,48 +169,52 @@ def run_training(cfg: Config, reward_fn: RewardFn | None, stop: StopRequests) ->
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     policy = load_model(model_path, cfg.model, policy_dtype)
     if cfg.model.gradient_checkpointing:
-        policy.gradient_checkpointing_enable()  # generation in eval mode still uses the KV cache
+        policy.activation_checkpointing_enable()
+    # Train mode: Transformers checkpoints activations only in train mode. These models' dropout is 0, so the
+    # mode changes nothing else; generation switches to eval mode (and its KV cache) and back.
+    policy.train()
     reference = load_model(model_path, cfg.model, reference_dtype).to(accelerator.device).eval()
     reference.requires_grad_(False)
     check_context(tokenizer, policy.config, problems + heldout, cfg, evaluating=bool(heldout))
     schedule = stage_schedule(cfg)
+    if sharded:
+        policy = shard_policy(policy.to(accelerator.device))
+        if accelerator.is_main_process:
+            print(f"policy sharded with FSDP2 over {world} processes")
+    else:
+        policy = accelerator.prepare_model(policy)
+    # Built after sharding (FSDP2 parameters are DTensors) and not prepared: no loss scaling is ever used
+    # (bf16 autocast or a plain dtype), and checkpoints save the optimizer themselves.
     optimizer = torch.optim.AdamW(policy.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    # Not prepared: accelerate would step a prepared scheduler once per process per optimizer step.
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, len(schedule), t.warmup_steps, t.lr_schedule)
     )
-    policy, optimizer = accelerator.prepare(policy, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
 
     start = 0
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        start = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+        start = load_checkpoint(accelerator, checkpoint, policy, optimizer, scheduler)
         if accelerator.is_main_process:
             print(f"resuming from {checkpoint} (step {start} of {len(schedule)})")
     if accelerator.is_main_process:
         files.root.mkdir(parents=True, exist_ok=True)
-        cfg.save(files.root / "config.yaml")
+        cfg.save(files.config)
         keep_logged_steps(files, upto=start)
     accelerator.wait_for_everyone()
+    run = Run(cfg, accelerator, files, problems, tokenizer, policy, reference, optimizer, scheduler, schedule,
+              start, heldout)  # fmt: skip
+    run.logger = MetricsLogger(files, enabled=accelerator.is_main_process)
+    return run
 
-    logger = MetricsLogger(files, enabled=accelerator.is_main_process)
-    bar = progress(total=len(schedule), initial=start, desc="SCoRe", disable=not accelerator.is_main_process)
-    conversations = t.batch_size // world * cfg.rollout.samples_per_prompt
-    failures = 0
-    times = {}
-    temperature = cfg.rollout.temperature  # tokens are scored under the distribution that sampled them
 
-    def watch(step: int) -> None:
-        if heldout and (step % t.eval_every == 0 or step == len(schedule)):
-            with accelerator.autocast():
-                metrics = evaluate_heldout(accelerator, accelerator.unwrap_model(policy), tokenizer, heldout, cfg)
-            logger.log({"step": step, **metrics})
-            if accelerator.is_main_process and step:
-                plot_training(files.metrics, files.root / "training.png")
-
-    if start == 0:
-        watch(0)
+def sample_step(run: Run, step: int, reward_fn: RewardFn | None) -> tuple[list[Problem], Rollout]:
+    """This process's problems of the step and their scored two-attempt conversations."""
+    cfg, accelerator = run.cfg, run.accelerator
+    batch = step_problems(
+        run.problems, step, cfg.train.batch_size, accelerator.process_index, accelerator.num_processes,
+        seed=cfg.data.seed + 1,
+    )  # fmt: skip
+    if reward_fn is None and cfg.train.reward == "digit":
+        reward_fn = digit_reward
 
     def timed_rewards(texts: list[str], probs: list[Problem]) -> list[float]:
         began = clock()
@@ -188,138 +223,196 @@ def run_training(cfg: Config, reward_fn: RewardFn | None, stop: StopRequests) ->
         else:
             answers = [p.answer for p in probs]
             scores = grade(texts, answers, cfg.grader.workers, cfg.grader.timeout, cfg.grader.extraction)
-        times["score"] += clock() - began
+        run.times["score"] += clock() - began
         return scores
 
-    for step in range(start, len(schedule)):
+    began = clock()
+    with generation_model(accelerator, run.policy) as model, accelerator.autocast():
+        rollout = generate_rollouts(
+            model,
+            run.tokenizer,
+            batch,
+            cfg.rollout,
+            cfg.prompts,
+            attempts=cfg.train.attempts,
+            samples_per_prompt=cfg.rollout.samples_per_prompt,
+            reward_fn=timed_rewards,
+        )
+    run.times["generate"] = clock() - began - run.times["score"]
+    return batch, rollout
+
+
+def accumulate_gradients(run: Run, rollout: Rollout, stage: int) -> torch.Tensor:
+    """Backward passes over the micro-batches; gradients are averaged over processes in the last one.
+
+    Returns the step's sums, already summed over processes: loss, entropy sum, KL sum per attempt."""
+    t, accelerator, policy = run.cfg.train, run.accelerator, run.policy
+    world, device = accelerator.num_processes, accelerator.device
+    temperature = run.cfg.rollout.temperature  # tokens are scored under the distribution that sampled them
+    advantages = objectives.process_advantages(
+        rollout.rewards.to(device),
+        accelerator.gather,
+        accelerator.process_index,
+        stage=stage,
+        alpha=t.alpha,
+        baseline=t.baseline,
+        group_size=run.cfg.rollout.samples_per_prompt,
+        gamma=t.gamma,
+    )
+    kl_coefs = objectives.kl_coefficients(stage, t.attempts, t.beta1, t.beta2)
+    units = objectives.loss_units(rollout.attempt_mask, t.loss_aggregation).to(device)
+    # DDP and FSDP2 average gradients over processes, so each process divides by global units / world.
+    normalizer = accelerator.reduce(units, reduction="sum") / world
+    # loss, entropy sum, KL sum per attempt: kept on the device, read once per step
+    sums = torch.zeros(2 + t.attempts, device=device, dtype=torch.float64)
+    pieces = list(micro_batches(rollout, t.micro_batch_size))
+    for index, (input_ids, attention_mask, mask, rows) in enumerate(pieces):
+        input_ids, attention_mask, mask = input_ids.to(device), attention_mask.to(device), mask.to(device)
+        began = clock()
+        with torch.no_grad(), accelerator.autocast():
+            ref_logits = run.reference(input_ids=input_ids, attention_mask=attention_mask).logits
+            ref_logp = objectives.token_logprobs(ref_logits, input_ids, temperature=temperature)
+        del ref_logits
+        run.times["reference"] += clock() - began
+        began = clock()
+        with gradient_sync(accelerator, policy, sync=index == len(pieces) - 1), accelerator.autocast():
+            logits = policy(input_ids=input_ids, attention_mask=attention_mask).logits
+            logp = objectives.token_logprobs(logits, input_ids, temperature=temperature)
+            loss, stats = objectives.score_loss(
+                logp,
+                ref_logp,
+                mask,
+                advantages[rows],
+                kl_coefs,
+                t.kl_estimator,
+                normalizer,
+                t.loss_aggregation,
+                t.kl_mode,
+            )
+            accelerator.backward(loss)
+        with torch.no_grad():
+            sums[0] += loss.detach() / world
+            sums[1] += (objectives.token_entropy(logits, temperature=temperature) * (mask > 0)).sum()
+            sums[2:] += stats["kl_sum"]
+        del logits
+        run.times["backward"] += clock() - began
+    return accelerator.reduce(sums, reduction="sum").cpu()
+
+
+def gradient_norm(run: Run) -> float:
+    """Global gradient norm, clipped to train.max_grad_norm when that is set (the norm is always computed: a
+    finite loss can still give infinite gradients)."""
+    from torch.distributed.tensor import DTensor
+
+    max_norm = run.cfg.train.max_grad_norm or math.inf
+    norm = run.accelerator.clip_grad_norm_(run.policy.parameters(), max_norm)
+    return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+
+
+def save_due(run: Run, done: int, stage: int) -> None:
+    """The checkpoint and stage-end model due after `done` steps (whether or not the last step was skipped)."""
+    t, schedule = run.cfg.train, run.schedule
+    if (t.save_every and done % t.save_every == 0) or done == len(schedule):
+        save_checkpoint(run.accelerator, run.files, run.policy, run.optimizer, run.scheduler, done, stage,
+                        t.keep_checkpoints)  # fmt: skip
+    if done == len(schedule) or schedule[done] != stage:
+        round_index = (done - 1) // (t.stage1_steps + t.stage2_steps) + 1
+        target = run.files.root / "stage_ends" / f"round{round_index}_stage{stage}"
+        save_model(run.accelerator, run.policy, run.tokenizer, target)
+
+
+def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
+    """Run SCoRe training as configured; returns the run folder.
+
+    reward_fn(texts, problems) -> rewards replaces the answer checker (for other tasks, and for tests).
+    SIGTERM or SIGUSR1 stops the run at the next step boundary with a checkpoint (raises TrainingStopped).
+    """
+    with StopRequests() as stop:
+        run = start_run(cfg)
+        loop(run, reward_fn, stop)
+        finish(run)
+    return run.files.root
+
+
+def watch(run: Run, step: int) -> None:
+    """Greedy evaluation of the held-out problems every train.eval_every steps, into metrics.jsonl."""
+    t, accelerator = run.cfg.train, run.accelerator
+    if run.heldout and (step % t.eval_every == 0 or step == len(run.schedule)):
+        with generation_model(accelerator, run.policy) as model, accelerator.autocast():
+            metrics = evaluate_heldout(accelerator, model, run.tokenizer, run.heldout, run.cfg)
+        run.logger.log({"step": step, **metrics})
+        if accelerator.is_main_process and step:
+            plot_training(run.files.metrics, run.files.root / "training.png")
+
+
+def loop(run: Run, reward_fn: RewardFn | None, stop: StopRequests) -> None:
+    t, accelerator, logger = run.cfg.train, run.accelerator, run.logger
+    bar = progress(total=len(run.schedule), initial=run.start, desc="SCoRe", disable=not accelerator.is_main_process)
+    failures = 0
+    if run.start == 0:
+        watch(run, 0)
+    for step in range(run.start, len(run.schedule)):
         if received := stop.agreed(accelerator):
             bar.close()
             logger.close()
-            stop_at_step_boundary(accelerator, files, step, schedule, t.keep_checkpoints, received)
-        stage = schedule[step]
-        batch = step_problems(problems, step, t.batch_size, rank, world, seed=cfg.data.seed + 1)
-        times.update(generate=0.0, score=0.0, reference=0.0, backward=0.0)
-
-        began = clock()
-        with accelerator.autocast():
-            rollout = generate_rollouts(
-                accelerator.unwrap_model(policy),
-                tokenizer,
-                batch,
-                cfg.rollout,
-                cfg.prompts,
-                attempts=t.attempts,
-                samples_per_prompt=cfg.rollout.samples_per_prompt,
-                reward_fn=timed_rewards,
+            stop_at_step_boundary(run, step, received)
+        stage = run.schedule[step]
+        run.times.update(generate=0.0, score=0.0, reference=0.0, backward=0.0)
+        batch, rollout = sample_step(run, step, reward_fn)
+        sums = accumulate_gradients(run, rollout, stage)
+        loss, grad_norm = sums[0].item(), gradient_norm(run)
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            failures = 0
+            run.optimizer.step()
+            run.scheduler.step()
+            norm = grad_norm if t.max_grad_norm > 0 else None
+            record = step_record(accelerator, rollout, sums, run.times, step, stage, run.scheduler, norm)
+            logger.log(record)
+            bar.set_postfix(
+                {k: f"{record[k]:.3f}" for k in ("reward_t1", "reward_t2", "kl_t1", "kl_t2") if k in record},
+                refresh=False,
             )
-        times["generate"] = clock() - began - times["score"]
-
-        device = accelerator.device
-        advantages = objectives.process_advantages(
-            rollout.rewards.to(device),
-            accelerator.gather,
-            rank,
-            stage=stage,
-            alpha=t.alpha,
-            baseline=t.baseline,
-            group_size=cfg.rollout.samples_per_prompt,
-            gamma=t.gamma,
-        )
-        kl_coefs = objectives.kl_coefficients(stage, t.attempts, t.beta1, t.beta2)
-        units = objectives.loss_units(rollout.attempt_mask, t.loss_aggregation).to(device)
-        # DDP averages gradients over processes, so each process divides by global units / world.
-        normalizer = accelerator.reduce(units, reduction="sum") / world
-        # loss, entropy sum, KL sum per attempt: kept on the device, read once per step
-        sums = torch.zeros(2 + t.attempts, device=device, dtype=torch.float64)
-        steps_in_batch = math.ceil(conversations / t.micro_batch_size)
-        for index, (input_ids, attention_mask, mask, rows) in enumerate(micro_batches(rollout, t.micro_batch_size)):
-            input_ids, attention_mask, mask = input_ids.to(device), attention_mask.to(device), mask.to(device)
-            began = clock()
-            with torch.no_grad(), accelerator.autocast():
-                ref_logits = reference(input_ids=input_ids, attention_mask=attention_mask).logits
-                ref_logp = objectives.token_logprobs(ref_logits, input_ids, temperature=temperature)
-            del ref_logits
-            times["reference"] += clock() - began
-            began = clock()
-            last = index == steps_in_batch - 1
-            with accelerator.no_sync(policy) if not last else nullcontext(), accelerator.autocast():
-                logits = policy(input_ids=input_ids, attention_mask=attention_mask).logits
-                logp = objectives.token_logprobs(logits, input_ids, temperature=temperature)
-                loss, stats = objectives.score_loss(
-                    logp,
-                    ref_logp,
-                    mask,
-                    advantages[rows],
-                    kl_coefs,
-                    t.kl_estimator,
-                    normalizer,
-                    t.loss_aggregation,
-                    t.kl_mode,
-                )
-                accelerator.backward(loss)
-            with torch.no_grad():
-                sums[0] += loss.detach() / world
-                sums[1] += (objectives.token_entropy(logits, temperature=temperature) * (mask > 0)).sum()
-                sums[2:] += stats["kl_sum"]
-            del logits
-            times["backward"] += clock() - began
-
-        sums = accelerator.reduce(sums, reduction="sum").cpu()
-        loss_total = sums[0].item()
-        if not math.isfinite(loss_total):
-            optimizer.zero_grad(set_to_none=True)
+        else:
             failures += 1
-            logger.log({"step": step + 1, "stage": stage, "skipped": "non-finite loss", "loss": str(loss_total)})
-            if failures >= t.max_nonfinite_steps:
-                raise ScoreError(
-                    f"{failures} non-finite losses in a row at step {step + 1}; "
-                    f"the last good checkpoint is in {files.checkpoints}"
-                )
-            continue
-        failures = 0
-        grad_norm = accelerator.clip_grad_norm_(policy.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 else None
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-
-        record = step_record(accelerator, rollout, sums, times, step, stage, scheduler, grad_norm)
-        logger.log(record)
-        bar.set_postfix(
-            {k: f"{record[k]:.3f}" for k in ("reward_t1", "reward_t2", "kl_t1", "kl_t2") if k in record}, refresh=False
-        )
+            reason = "non-finite loss" if not math.isfinite(loss) else "non-finite gradient norm"
+            logger.log(
+                {"step": step + 1, "stage": stage, "skipped": reason, "loss": str(loss), "grad_norm": str(grad_norm)}
+            )
+        run.optimizer.zero_grad(set_to_none=True)
         bar.update(1)
         done = step + 1
-        watch(done)
+        watch(run, done)
         if t.sample_every and done % t.sample_every == 0:
             logger.samples(done, stage, batch, rollout)
-        stage_ends = done == len(schedule) or schedule[done] != stage
-        if (t.save_every and done % t.save_every == 0) or done == len(schedule):
-            save_checkpoint(accelerator, files, done, stage, t.keep_checkpoints)
-        if stage_ends:
-            round_index = step // (t.stage1_steps + t.stage2_steps) + 1
-            save_model(accelerator, policy, tokenizer, files.root / "stage_ends" / f"round{round_index}_stage{stage}")
+        save_due(run, done, stage)
+        if failures >= t.max_nonfinite_steps:
+            raise ScoreError(
+                f"{failures} non-finite steps in a row at step {done}; the weights are those of the last good "
+                f"step, in the newest checkpoint in {run.files.checkpoints}"
+            )
     bar.close()
-    check_replicas_agree(accelerator, policy)
-    save_model(accelerator, policy, tokenizer, files.root / "final")
-    logger.close()
-    if accelerator.is_main_process:
-        print(f"run saved to {files.root} (final model: {files.root / 'final'})")
-    accelerator.end_training()
-    return files.root
 
 
-def stop_at_step_boundary(
-    accelerator: Accelerator, files: RunFiles, done: int, schedule: list[int], keep: int, received: str
-) -> None:
+def stop_at_step_boundary(run: Run, done: int, received: str) -> None:
     """Checkpoint the `done` steps (unless that checkpoint exists already) and raise TrainingStopped everywhere."""
-    checkpoint = files.checkpoints / f"step_{done}"
-    if done and not checkpoint.is_dir():
-        save_checkpoint(accelerator, files, done, schedule[done - 1], keep)
-    accelerator.end_training()
+    checkpoint = run.files.checkpoints / f"step_{done}"
+    if done and checkpoint not in run.files.finished_checkpoints():
+        save_checkpoint(run.accelerator, run.files, run.policy, run.optimizer, run.scheduler, done,
+                        run.schedule[done - 1], run.cfg.train.keep_checkpoints)  # fmt: skip
     raise TrainingStopped(
-        f"stopped by signal {received} after step {done} of {len(schedule)}"
+        f"stopped by signal {received} after step {done} of {len(run.schedule)}"
         + (f"; checkpoint {checkpoint}, continue with train.resume=true" if done else "")
     )
+
+
+def finish(run: Run) -> None:
+    accelerator = run.accelerator
+    if not is_sharded(run.policy):
+        check_replicas_agree(accelerator, run.policy)
+    save_model(accelerator, run.policy, run.tokenizer, run.files.root / "final")
+    run.logger.close()
+    if accelerator.is_main_process:
+        print(f"run saved to {run.files.root} (final model: {run.files.root / 'final'})")
 
 
 def check_replicas_agree(accelerator: Accelerator, policy) -> None:
