@@ -1,3 +1,4 @@
+import copy
 import json
 import math
 
@@ -124,3 +125,8 @@ def test_short_experiment_end_to_end(tmp_path, tiny_model_dir, sample_jsonl):
     # A second call reuses the finished runs and evaluations and gives the same table.
     assert experiment.run_experiment(cfg) == folder
     assert json.loads((folder / "results.json").read_text())["summary"] == results["summary"]
+    # The same folder with another learning rate would mix runs of two settings: one error line names it.
+    other = copy.deepcopy(cfg)
+    other.train.lr *= 2
+    with pytest.raises(ScoreError, match=r"other settings: train\.lr"):
+        experiment.run_experiment(other)

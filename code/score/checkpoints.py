@@ -43,7 +43,7 @@ RESULT_NEUTRAL = {
     "train.eval_problems",
     "grader.workers",
 }
-NEUTRAL_SECTIONS = {"eval", "download", "experiment"}
+NEUTRAL_SECTIONS = {"eval", "download", "experiment", "sft"}
 SCHEDULE = {"train.stage1_steps", "train.stage2_steps", "train.rounds"}
 
 
@@ -114,6 +114,48 @@ def changed_settings(saved: Config, new: Config) -> list[str]:
     if a[: len(b)] == b[: len(a)]:
         differ = [name for name in differ if name not in SCHEDULE]
     return [f"{name} ({old.get(name)!r} -> {now[name]!r})" for name in differ]
+
+
+# An experiment's runs and evaluations depend on every setting but these (and download.*).
+EXPERIMENT_NEUTRAL = {
+    "model.base_dir",
+    "train.output_dir",
+    "train.run_name",
+    "train.resume",
+    "train.save_every",
+    "train.keep_checkpoints",
+    "train.sample_every",
+    "train.max_nonfinite_steps",
+    "grader.workers",
+    "eval.model",
+    "eval.name",
+    "eval.compare",
+    "experiment.seeds",
+    "experiment.rows",
+    "experiment.compare_to",
+}
+
+
+def check_experiment(folder: Path, cfg: Config, main_process: bool) -> None:
+    """An experiment folder reuses finished runs and evaluations, so it must hold one set of settings: the first
+    run records them in settings.yaml and a later run with other settings stops with one line naming them
+    (more seeds or rows are fine)."""
+    record = folder / "settings.yaml"
+    if record.is_file():
+        old, now = flat_settings(load_config(record)), flat_settings(cfg)
+        differ = [
+            f"{name} ({old.get(name)!r} -> {value!r})"
+            for name, value in now.items()
+            if old.get(name) != value and name not in EXPERIMENT_NEUTRAL and not name.startswith("download.")
+        ]
+        if differ:
+            raise ScoreError(
+                f"{folder} holds an experiment run with other settings: {', '.join(differ)}; "
+                "restore them or choose another experiment.name"
+            )
+    elif main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg.save(record)
 
 
 def check_resume(files: RunFiles, cfg: Config) -> Path | None:

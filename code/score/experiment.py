@@ -13,7 +13,8 @@
 Every RL row gets the same number of steps (train.rounds x (stage1_steps + stage2_steps)); the supervised rows
 get sft.rounds x sft.steps supervised steps. All start from the same base model and problems and are evaluated by
 the same two-attempt evaluation. Each run lives under saved_models/<experiment.name>/<row>_seed<seed>/; finished
-runs and evaluations are reused, so an interrupted experiment continues where it stopped. Writes results.md /
+runs and evaluations are reused, so an interrupted experiment continues where it stopped; reuse is keyed on the
+settings (settings.yaml in the experiment folder): the same folder with other settings is refused. Writes results.md /
 results.json (mean and standard deviation over seeds, and every row against experiment.compare_to: the difference
 of means with a 95% t interval over seeds, paired by seed) and curves.png.
 """
@@ -26,7 +27,10 @@ import math
 import statistics
 from pathlib import Path
 
+from accelerate import PartialState
+
 from score.baselines import run_pair_sft, run_star
+from score.checkpoints import check_experiment
 from score.config import Config, resolve_path
 from score.evaluate import Z95, evaluate
 from score.models import resolve_model_path
@@ -195,6 +199,7 @@ def run_experiment(cfg: Config) -> Path:
     """Train and evaluate every row of cfg.experiment for every seed; returns the experiment folder."""
     name, seeds, rows = cfg.experiment.name, cfg.experiment.seeds, cfg.experiment.rows
     folder = resolve_path(cfg.train.output_dir) / name
+    check_experiment(folder, cfg, PartialState().is_main_process)
     results: dict[str, list[dict]] = {}
     for row in rows:
         if row in UNTRAINED:  # greedy evaluation of the base model: the same for every seed

@@ -1,0 +1,86 @@
+"""FSDP2 helpers of models.py on 2 gloo processes (torch.multiprocessing), the way the trainer uses them."""
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+from transformers import AutoModelForCausalLM
+
+TIMEOUT = 300  # seconds; a process stuck in a collective the other never joins fails the test instead of hanging
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sharded_worker(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    from accelerate import Accelerator
+    from score.models import full_state_dict, generation_model, gradient_sync, is_sharded, shard_policy
+
+    accelerator = Accelerator(cpu=True)
+    original = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    policy = shard_policy(AutoModelForCausalLM.from_pretrained(model_dir))
+    shards = {name: p.to_local().numel() for name, p in policy.named_parameters()}
+
+    full = full_state_dict(accelerator, policy)  # every process gets the full tensors
+    saved = full_state_dict(accelerator, policy, main_only=True)  # the main process only, on the CPU
+
+    # Generation from gathered parameters: each process runs its own number of forward passes (2 or 12 new
+    # tokens); with a collective per forward the two would deadlock.
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    new_tokens = 2 if rank == 0 else 12
+    with generation_model(accelerator, policy) as model:
+        ids = model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    expected = original.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+
+    # Back to sharded, it trains: gradients accumulate unsynchronised, then reduce in the last backward.
+    policy.train()
+    for sync in (False, True):
+        with gradient_sync(accelerator, policy, sync):
+            policy(input_ids=prompt).logits.sum().backward()
+    torch.save(
+        {
+            "sharded": is_sharded(policy),
+            "shards": shards,
+            "full": full,
+            "saved": saved,
+            "generated": ids,
+            "expected": expected,
+            "grads_local": all(p.grad is not None for p in policy.parameters()),
+        },
+        Path(out) / f"rank{rank}.pt",
+    )
+    torch.distributed.destroy_process_group()
+
+
+def test_shard_policy_gathers_full_weights_and_generates_per_process(tmp_path, tiny_model_dir):
+    context = mp.start_processes(
+        sharded_worker,
+        args=(2, free_port(), str(tiny_model_dir), str(tmp_path)),
+        nprocs=2,
+        join=False,
+        start_method="spawn",
+    )
+    while not context.join(timeout=TIMEOUT):
+        pass
+    original = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for result in results:
+        assert result["sharded"] and result["grads_local"]
+        assert result["full"].keys() == original.keys()
+        assert all(torch.equal(result["full"][k], original[k]) for k in original)
+        assert torch.equal(result["generated"], result["expected"])
+    assert results[0]["generated"].shape[1] == 4 + 2 and results[1]["generated"].shape[1] == 4 + 12
+    # the parameters really are split: each process holds about half of every decoder layer's weights
+    layer = "model.layers.0.mlp.up_proj.weight"
+    assert results[0]["shards"][layer] + results[1]["shards"][layer] == original[layer].numel()
+    assert results[0]["shards"][layer] == original[layer].numel() // 2
+    assert results[0]["saved"].keys() == original.keys() and results[1]["saved"] == {}
