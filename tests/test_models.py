@@ -84,3 +84,20 @@ def test_shard_policy_gathers_full_weights_and_generates_per_process(tmp_path, t
     assert results[0]["shards"][layer] + results[1]["shards"][layer] == original[layer].numel()
     assert results[0]["shards"][layer] == original[layer].numel() // 2
     assert results[0]["saved"].keys() == original.keys() and results[1]["saved"] == {}
+
+
+def test_dropout_is_off_so_train_mode_scores_like_sampling(tiny_model_dir):
+    from score.models import disable_dropout
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config.from_pretrained(tiny_model_dir)
+    config.attention_dropout = 0.5
+    model = Qwen2ForCausalLM(config)
+    model.lm_head = torch.nn.Sequential(model.lm_head, torch.nn.Dropout(0.5))
+    disable_dropout(model)
+    model.train()
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        train_logits = model(input_ids=ids).logits
+        model.eval()
+        assert torch.equal(train_logits, model(input_ids=ids).logits)

@@ -15,7 +15,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import PartialState
 from transformers import AutoTokenizer
 
 from score.config import Config, ScoreError, resolve_path
@@ -293,7 +293,8 @@ def evaluate(cfg: Config) -> Path:
 
     Under `accelerate launch` the problems are split over the processes, each generates its share with its own
     copy of the model, and the main process writes every record (the same records as one process writes)."""
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # PartialState: the processes, without fixing the mixed precision a later training in this process sets.
+    accelerator = PartialState(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
     if accelerator.num_processes > 1 and cfg.eval.samples > 1:
         raise ScoreError("eval.samples > 1 (sampled evaluation) runs in one process; start it without a launcher")
@@ -464,7 +465,7 @@ def generate_records(model, tokenizer, problems: list[Problem], cfg: Config) -> 
         yield [generation_record(problem, rollout, row, cfg.grader.extraction) for row, problem in enumerate(batch)]
 
 
-def shared_records(accelerator: Accelerator, model: ModelOnDemand, todo: list[Problem], cfg: Config):
+def shared_records(accelerator: PartialState, model: ModelOnDemand, todo: list[Problem], cfg: Config):
     """generate_records over this process's share of `todo`, gathered: every process yields, round after round,
     the records of all processes (each round one batch per process; all processes join every round)."""
     world = accelerator.num_processes

@@ -27,6 +27,7 @@ import math
 import statistics
 from pathlib import Path
 
+import torch
 from accelerate import PartialState
 
 from score.baselines import run_pair_sft, run_star
@@ -199,7 +200,7 @@ def run_experiment(cfg: Config) -> Path:
     """Train and evaluate every row of cfg.experiment for every seed; returns the experiment folder."""
     name, seeds, rows = cfg.experiment.name, cfg.experiment.seeds, cfg.experiment.rows
     folder = resolve_path(cfg.train.output_dir) / name
-    check_experiment(folder, cfg, PartialState().is_main_process)
+    check_experiment(folder, cfg, PartialState(cpu=not torch.cuda.is_available()).is_main_process)
     results: dict[str, list[dict]] = {}
     for row in rows:
         if row in UNTRAINED:  # greedy evaluation of the base model: the same for every seed

@@ -31,6 +31,16 @@ def load_model(path: Path, model: ModelConfig, dtype: torch.dtype) -> torch.nn.M
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=model.attn_implementation)
 
 
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off everywhere, so train mode (which activation checkpointing needs) scores tokens under the same
+    distribution that sampled them in eval mode. Qwen2 and most current LLMs ship with dropout 0 anyway."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+
+
 def weight_dtypes(model: ModelConfig, on_gpu: bool) -> tuple[torch.dtype, torch.dtype, str]:
     """(policy dtype, reference dtype, accelerate mixed precision).
 

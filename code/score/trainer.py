@@ -35,6 +35,7 @@ from score.guards import check_context, check_sampling
 from score.logs import MetricsLogger, step_record
 from score.models import (
     check_sharding_settings,
+    disable_dropout,
     generation_model,
     gradient_sync,
     is_sharded,
@@ -170,8 +171,9 @@ def start_run(cfg: Config) -> Run:
     policy = load_model(model_path, cfg.model, policy_dtype)
     if cfg.model.gradient_checkpointing:
         policy.activation_checkpointing_enable()
-    # Train mode: Transformers checkpoints activations only in train mode. These models' dropout is 0, so the
-    # mode changes nothing else; generation switches to eval mode (and its KV cache) and back.
+    # Train mode: Transformers checkpoints activations only in train mode. With dropout off the mode changes
+    # nothing else; generation switches to eval mode (and its KV cache) and back.
+    disable_dropout(policy)
     policy.train()
     reference = load_model(model_path, cfg.model, reference_dtype).to(accelerator.device).eval()
     reference.requires_grad_(False)
