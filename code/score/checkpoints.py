@@ -292,5 +292,12 @@ def keep_logged_steps(files: RunFiles, upto: int) -> None:
     """On resume, drop log lines of steps after the checkpoint: they will be run again."""
     for path in (files.metrics, files.samples):
         if path.exists():
-            lines = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= upto]
-            path.write_text("".join(line + "\n" for line in lines))
+            kept = []
+            for line in path.read_text().splitlines():
+                try:
+                    step = json.loads(line)["step"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line cut short when the run was killed
+                if step <= upto:
+                    kept.append(line)
+            path.write_text("".join(line + "\n" for line in kept))
