@@ -83,7 +83,9 @@ def test_shard_policy_gathers_full_weights_and_generates_per_process(tmp_path, t
     layer = "model.layers.0.mlp.up_proj.weight"
     assert results[0]["shards"][layer] + results[1]["shards"][layer] == original[layer].numel()
     assert results[0]["shards"][layer] == original[layer].numel() // 2
-    assert results[0]["saved"].keys() == original.keys() and results[1]["saved"] == {}
+    saved = results[0]["saved"]
+    assert saved.keys() == original.keys() and results[1]["saved"] == {}
+    assert saved["lm_head.weight"].data_ptr() == saved["model.embed_tokens.weight"].data_ptr()  # still tied
 
 
 def test_dropout_is_off_so_train_mode_scores_like_sampling(tiny_model_dir):

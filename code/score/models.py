@@ -154,4 +154,12 @@ def full_state_dict(accelerator: Accelerator, policy: torch.nn.Module, main_only
             return {k: v.detach().cpu() for k, v in state.items()} if accelerator.is_main_process else {}
         return state
     options = StateDictOptions(full_state_dict=True, cpu_offload=main_only)
-    return get_model_state_dict(policy, options=options)
+    state = get_model_state_dict(policy, options=options)
+    # Tied parameters (Qwen2's lm_head and embeddings) are gathered into separate tensors: share them again, as a
+    # plain state_dict does, so save_pretrained and weight loaders see the tie.
+    first_names: dict[int, str] = {}
+    for name, param in policy.named_parameters(remove_duplicate=False):
+        first = first_names.setdefault(id(param), name)
+        if first != name and first in state and name in state:
+            state[name] = state[first]
+    return state
