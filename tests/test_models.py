@@ -4,9 +4,12 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
-from transformers import AutoModelForCausalLM
+from score.config import ScoreError
+from score.models import check_sharding_settings, disable_dropout
+from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 TIMEOUT = 300  # seconds; a process stuck in a collective the other never joins fails the test instead of hanging
 
@@ -89,9 +92,6 @@ def test_shard_policy_gathers_full_weights_and_generates_per_process(tmp_path, t
 
 
 def test_dropout_is_off_so_train_mode_scores_like_sampling(tiny_model_dir):
-    from score.models import disable_dropout
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     config = Qwen2Config.from_pretrained(tiny_model_dir)
     config.attention_dropout = 0.5
     model = Qwen2ForCausalLM(config)
@@ -103,3 +103,14 @@ def test_dropout_is_off_so_train_mode_scores_like_sampling(tiny_model_dir):
         train_logits = model(input_ids=ids).logits
         model.eval()
         assert torch.equal(train_logits, model(input_ids=ids).logits)
+
+
+def test_fsdp_settings_the_trainer_cannot_honour_are_one_error(monkeypatch):
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    check_sharding_settings()
+    monkeypatch.setenv("FSDP_OFFLOAD_PARAMS", "true")
+    with pytest.raises(ScoreError, match="fsdp_offload_params"):
+        check_sharding_settings()
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    with pytest.raises(ScoreError, match="FSDP2 only"):
+        check_sharding_settings()
