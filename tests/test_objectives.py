@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 from score.objectives import (
+    add_sampler_drift,
     attempt_advantages,
     batch_mean_baseline,
     compute_baseline,
@@ -18,6 +19,7 @@ from score.objectives import (
     shaped_reward,
     token_entropy,
     token_logprobs,
+    truncated_importance_weights,
 )
 
 LN3 = math.log(3)
@@ -622,3 +624,36 @@ def test_process_advantages_use_every_process_rows(baseline):
     if baseline == "batch":
         alone = attempt_advantages(shards[0], stage=2, alpha=10.0, baseline="batch", group_size=2, gamma=0.5)
         assert not torch.allclose(alone, local[0])
+
+
+# --- truncated importance sampling (sampler drift) ------------------------------------------------
+
+
+def test_truncated_importance_weights_by_hand():
+    logp = torch.log(torch.tensor([[0.5, 0.2, 0.3]])).requires_grad_()
+    sampler = torch.log(torch.tensor([[0.25, 0.4, 0.3]]))
+    weights = truncated_importance_weights(logp, sampler, cap=1.5)
+    # ratios 0.5 / 0.25 = 2 (capped at 1.5), 0.2 / 0.4 = 0.5, 0.3 / 0.3 = 1
+    torch.testing.assert_close(weights, torch.tensor([[1.5, 0.5, 1.0]]))
+    assert not weights.requires_grad
+
+
+def test_loss_gradient_with_importance_weights_by_hand():
+    logp = LOGP.clone().requires_grad_()
+    weights = torch.tensor([[9.0, 2.0, 0.5, 9.0, 1.0, 3.0], [9.0, 9.0, 0.0, 2.0, 1.0, 9.0]])
+    loss, _ = score_loss(logp, REF, MASK, ADV, COEFS, "k1", normalizer=7.0, pg_weights=weights)
+    loss.backward()
+    # -w * A / normalizer on attempt tokens plus the unweighted beta_k * (logp - ref) / normalizer
+    expected = torch.tensor([[0.0, -2.0 + 0.05, -0.5 - 0.1, 0.0, -2.0, -6.0 + 0.01], [0.0, 0.0, 0.1, -1.01, -0.5, 0.0]])
+    torch.testing.assert_close(logp.grad, expected / 7)
+
+
+def test_sampler_drift_by_hand():
+    mask = torch.tensor([[0, 1, 1, 0, 2], [0, 0, 2, 2, 0]])
+    logp = torch.tensor([[-9.0, -1.0, -2.0, -9.0, -0.5], [-9.0, -9.0, -1.0, -3.0, -9.0]])
+    sampler = torch.tensor([[0.0, -1.5, -2.0, 0.0, -0.25], [0.0, 0.0, -1.125, -2.0, 0.0]])
+    drift = add_sampler_drift(torch.zeros(3, dtype=torch.float64), logp, sampler, mask)
+    # |differences| on attempt tokens: 0.5, 0, 0.25 | 0.125, 1 -> sum 1.875 over 5 tokens, max 1
+    torch.testing.assert_close(drift, torch.tensor([1.875, 5.0, 1.0], dtype=torch.float64))
+    drift = add_sampler_drift(drift, logp[:1], sampler[:1], mask[:1])
+    torch.testing.assert_close(drift, torch.tensor([2.625, 8.0, 1.0], dtype=torch.float64))

@@ -102,6 +102,26 @@ class RolloutConfig:
         "Conversations sampled per problem per step (>=2 for the leave-one-out baseline).", 2
     )
     generation_batch_size: int = _help("Conversations generated together per process.", 64)
+    engine: str = _help(
+        "What samples rollouts and evaluations: hf (padded generate), vllm (colocated vLLM, weights synced after "
+        "every optimizer step) or auto (vllm when it is installed and a GPU is present, else hf).",
+        "auto",
+    )
+    vllm_gpu_memory_utilization: float = _help(
+        "Fraction of the GPU's memory vLLM may take (weights + KV cache); the training state needs the rest.", 0.3
+    )
+    vllm_max_model_len: int = _help(
+        "Longest conversation (prompt and every attempt) the vLLM engine holds (0: the model's own limit).", 4096
+    )
+    vllm_sleep: bool = _help(
+        "Free vLLM's KV cache while the policy is updated (sleep level 1, GPU only); costs a re-allocation per step.",
+        False,
+    )
+    tis_cap: float = _help(
+        "Truncated importance sampling: weight each token's policy-gradient term by min(pi_train / pi_sampler, cap) "
+        "to correct the sampler's numerical drift (vllm engine; 0: off, 2 is common).",
+        0.0,
+    )
 
 
 @dataclass
@@ -280,6 +300,7 @@ CHOICES = {
     ("train", "reward"): {"answer", "digit"},
     ("download", "builtin"): {"", "tiny", "testbed"},
     ("grader", "extraction"): {"strict", "lenient"},
+    ("rollout", "engine"): {"auto", "hf", "vllm"},
 }
 POSITIVE = {
     ("rollout", "max_new_tokens"), ("rollout", "samples_per_prompt"), ("rollout", "generation_batch_size"),
@@ -288,6 +309,7 @@ POSITIVE = {
     ("eval", "max_new_tokens"), ("eval", "batch_size"), ("grader", "timeout"), ("eval", "samples"),
     ("eval", "sample_temperature"), ("sft", "lr"), ("sft", "steps"), ("sft", "batch_size"),
     ("sft", "micro_batch_size"), ("sft", "rounds"), ("sft", "samples"),
+    ("rollout", "vllm_gpu_memory_utilization"),
 }  # fmt: skip
 NON_NEGATIVE = {
     ("data", "max_problems"), ("rollout", "temperature"), ("train", "stage1_steps"), ("train", "stage2_steps"),
@@ -295,6 +317,7 @@ NON_NEGATIVE = {
     ("train", "beta1"), ("train", "beta2"), ("train", "save_every"), ("train", "sample_every"),
     ("eval", "temperature"), ("eval", "max_problems"), ("grader", "workers"), ("sft", "problems"),
     ("sft", "max_grad_norm"), ("train", "gamma"), ("train", "eval_every"), ("train", "eval_problems"),
+    ("rollout", "vllm_max_model_len"), ("rollout", "tis_cap"),
 }  # fmt: skip
 
 
@@ -362,6 +385,10 @@ def validate(cfg: Config, origin: str) -> None:
         raise ScoreError(f"train.gamma ({origin}): a discount must be in [0, 1]")
     if cfg.rollout.top_p > 1:
         raise ScoreError(f"rollout.top_p ({origin}): must be in (0, 1]")
+    if cfg.rollout.vllm_gpu_memory_utilization > 1:
+        raise ScoreError(f"rollout.vllm_gpu_memory_utilization ({origin}): must be in (0, 1]")
+    if 0 < cfg.rollout.tis_cap < 1:
+        raise ScoreError(f"rollout.tis_cap ({origin}): must be 0 (off) or at least 1")
     for row in cfg.experiment.rows + [cfg.experiment.compare_to]:
         if row not in ROWS:
             raise ScoreError(f"experiment.rows/compare_to ({origin}): unknown row {row!r}; known: {', '.join(ROWS)}")

