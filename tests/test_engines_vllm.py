@@ -172,3 +172,30 @@ def test_a_conversation_longer_than_the_engine_holds_is_one_clear_error(engine):
 
     with pytest.raises(ScoreError, match="rollout.vllm_max_model_len=512"):
         engine.sample([[5] * 501], Sampling(max_new_tokens=12, stop_ids=[1], pad_id=0, greedy=True))
+
+
+def test_star_samples_every_round_from_the_fine_tuned_weights(tmp_path, sample_jsonl, problems, monkeypatch):
+    """The STaR baseline samples through the vLLM engine, which takes the fine-tuned weights after each round."""
+    from itertools import count
+
+    from score import baselines
+
+    counter = count()  # the checker says every second attempt it sees is right: half the samples are kept
+    monkeypatch.setattr(baselines, "grade", lambda texts, golds, *a: [float(next(counter) % 2) for _ in texts])
+    seen = []
+    sample = baselines.SupervisedRun.sample
+
+    def checked_sample(run, round_problems, attempts):
+        expected = greedy(HFEngine(run.model), run.tokenizer, problems)
+        same_conversations(greedy(run.engine, run.tokenizer, problems), expected)
+        seen.append(expected.input_ids)
+        return sample(run, round_problems, attempts)
+
+    monkeypatch.setattr(baselines.SupervisedRun, "sample", checked_sample)
+    model_dir = build(tmp_path / "model", tied=False)
+    cfg = tiny_config(
+        tmp_path, model_dir, sample_jsonl, "rollout.engine=vllm", "sft.rounds=2", "sft.steps=3", "sft.problems=4",
+        "sft.samples=2", "sft.batch_size=4", "sft.micro_batch_size=2", "sft.lr=0.05",
+    )  # fmt: skip
+    baselines.run_star(cfg, tmp_path / "star", model_dir)
+    assert len(seen) == 2 and not torch.equal(seen[0], seen[1])  # round 2's model is another model

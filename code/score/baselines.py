@@ -10,7 +10,8 @@ Both learn attempt 2 only unless sft.train_first_attempt (Pair-SFT's attempt 1 i
 sampled ids are spliced into the conversation layout unchanged (sft.conversation_ids), as in RL. A run writes
 <run>/final/ (the model), metrics.jsonl and TensorBoard like a training run: one line per sampling round
 (reward_t1, reward_t2, kept) and one per supervised step (loss). A finished run (final/ present) is reused; an
-interrupted one starts over.
+interrupted one starts over. Sampling goes through rollout.engine like training: a vLLM engine is synced with the
+fine-tuned weights after every round.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from score import sft
 from score.checkpoints import RunFiles, save_atomically
 from score.config import Config, resolve_path
 from score.data import Problem, load_math
+from score.engines import open_engine
 from score.grader import rewards as grade
 from score.logs import MetricsLogger, transition_rates
 from score.models import load_model
@@ -48,6 +50,8 @@ class SupervisedRun:
         self.tokenizer = AutoTokenizer.from_pretrained(start_model)
         self.model = load_model(start_model, cfg.model, torch.float32).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.sft.lr, weight_decay=0.0)
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32  # the dtype of the autocast below
+        self.engine = open_engine(cfg.rollout, start_model, seed=cfg.train.seed, dtype=dtype, model=self.model)
         self.stop_ids = stop_token_ids(self.model.generation_config, self.tokenizer, cfg.prompts)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.rng = random.Random(cfg.train.seed)
@@ -76,7 +80,7 @@ class SupervisedRun:
         cfg = self.cfg
         with self.autocast():
             return generate_rollouts(
-                self.model,
+                self.engine,
                 self.tokenizer,
                 problems,
                 cfg.rollout,
@@ -122,6 +126,8 @@ class SupervisedRun:
                 log=log,
             )
         self.step += steps
+        if self.engine.holds_weights:  # the next round samples the fine-tuned model
+            self.engine.load_weights(self.model.state_dict())
 
     def save(self) -> Path:
         final = self.files.root / "final"
@@ -131,6 +137,7 @@ class SupervisedRun:
             self.tokenizer.save_pretrained(tmp)
 
         save_atomically(final, write)
+        self.engine.close()
         self.logger.close()
         print(f"run saved to {self.files.root} (final model: {final})")
         return final
