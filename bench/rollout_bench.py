@@ -101,10 +101,9 @@ def main() -> None:
         vllm_max_model_len=4096,
         vllm_gpu_memory_utilization=args.gpu_memory_utilization,
     )
+    rows = tiny.sample_problems()  # cycled when --problems asks for more (repeats share their prompt's cache)
     problems = [Problem(r["unique_id"], r["problem"], r["solution"], r["answer"], r["subject"], r["level"]) for r in
-                tiny.sample_problems()[: args.problems]]  # fmt: skip
-    if len(problems) < args.problems:
-        parser.error(f"--problems: there are {len(problems)} sample problems")
+                (rows[i % len(rows)] for i in range(args.problems))]  # fmt: skip
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="score-rollout-bench-") as tmp:
         folder = Path(tmp) / "model"
