@@ -210,3 +210,22 @@ def test_two_processes_split_the_problems_and_match_one(tmp_path, tiny_model_dir
     assert len(one) == 7 and one == two
     metrics = [json.loads((outputs[n] / "metrics.json").read_text()) for n in ("one", "two")]
     assert metrics[0] == metrics[1]
+
+
+def test_a_run_inside_an_experiment_keeps_its_own_evaluations(tmp_path):
+    # saved_models/<experiment>/<run>/final and .../stage_ends/<stage> evaluate into <run>/eval, not <experiment>/eval
+    output = tmp_path / "runs"
+    for run in ("exp/score_seed0", "exp/score_seed1", "plain"):
+        (output / run).mkdir(parents=True)
+        (output / run / "metrics.jsonl").write_text("")
+    for model in ("exp/score_seed0/final", "exp/score_seed1/stage_ends/round1_stage1", "plain/final"):
+        (output / model).mkdir(parents=True)
+        (output / model / "config.json").write_text("{}")
+    cfg = load_config(None, [f"train.output_dir={output}"])
+    for model, root in (
+        ("exp/score_seed0/final", "exp/score_seed0/eval"),
+        ("exp/score_seed1/stage_ends/round1_stage1", "exp/score_seed1/eval"),
+        ("plain/final", "plain/eval"),
+    ):
+        cfg.eval.model = str(output / model)
+        assert ev.choose_model(cfg) == (output / model, output / root)

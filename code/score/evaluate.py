@@ -239,7 +239,10 @@ def choose_model(cfg: Config) -> tuple[Path, Path]:
         model = config_run_model(cfg)
     output = resolve_path(cfg.train.output_dir)
     if model.is_relative_to(output) and model != output:
-        return model, output / model.relative_to(output).parts[0] / "eval"
+        # the run that holds the model (<run>/final, <run>/stage_ends/...), also inside an experiment folder
+        runs = [folder for folder in model.parents if folder.is_relative_to(output) and folder != output]
+        run = next((folder for folder in runs if (folder / "metrics.jsonl").is_file()), runs[-1] if runs else model)
+        return model, run / "eval"
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model.name)
     return model, output / f"base-{slug}" / "eval"
 

@@ -27,7 +27,10 @@ _POOL_WORKERS = 0
 
 
 def _pool_init() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C and Slurm's stop signals (sent to every process of a job step) are the training process's to
+    # handle: it finishes the step, which still needs these workers, then checkpoints.
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(number, signal.SIG_IGN)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
