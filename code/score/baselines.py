@@ -26,8 +26,8 @@ from transformers import AutoTokenizer
 
 from score import sft
 from score.checkpoints import RunFiles, save_atomically
-from score.config import Config, resolve_path
-from score.data import Problem, load_math
+from score.config import Config
+from score.data import Problem, training_problems
 from score.engines import open_engine
 from score.grader import rewards as grade
 from score.logs import MetricsLogger, transition_rates
@@ -57,16 +57,7 @@ class SupervisedRun:
         self.rng = random.Random(cfg.train.seed)
         self.logger = MetricsLogger(self.files, enabled=True)
         self.step = 0
-        self.problems = load_math(
-            cfg.data.source,
-            split="train",
-            scheme=cfg.data.scheme,
-            subjects=cfg.data.subjects or None,
-            levels=cfg.data.levels or None,
-            limit=cfg.data.max_problems or None,
-            seed=cfg.data.seed,
-            math500_ids=resolve_path(cfg.data.math500_ids),
-        )
+        self.problems = training_problems(cfg.data)
 
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.device == "cuda" else nullcontext()

@@ -308,3 +308,21 @@ def load_math(
     if seed is not None:
         random.Random(seed).shuffle(problems)
     return problems[:limit] if limit else problems
+
+
+def training_problems(data: DataConfig) -> list[Problem]:
+    """The configured training problems: data.source's train split, filtered, shuffled with data.seed and cut to
+    data.max_problems (training, STaR and Pair-SFT all read them here)."""
+    problems = load_math(
+        data.source,
+        split="train",
+        scheme=data.scheme,
+        subjects=data.subjects or None,
+        levels=data.levels or None,
+        limit=data.max_problems or None,
+        seed=data.seed,
+        math500_ids=resolve_path(data.math500_ids),
+    )
+    if not problems:
+        raise ScoreError(f"no training problems left in {data.source} after the subject/level filters")
+    return problems

@@ -29,7 +29,7 @@ from transformers import AutoTokenizer
 from score import objectives
 from score.checkpoints import RunFiles, check_resume, keep_logged_steps, load_checkpoint, save_checkpoint, save_model
 from score.config import Config, ScoreError, resolve_path
-from score.data import Problem, load_math
+from score.data import Problem, training_problems
 from score.engines import Engine, open_engine, resolve_engine_name
 from score.evaluate import plot_training
 from score.grader import rewards as grade
@@ -156,18 +156,7 @@ def start_run(cfg: Config) -> Run:
     checkpoint = check_resume(files, cfg)
 
     model_path = resolve_model_path(cfg.model.name, cfg.model.base_dir)
-    problems = load_math(
-        cfg.data.source,
-        split="train",
-        scheme=cfg.data.scheme,
-        subjects=cfg.data.subjects or None,
-        levels=cfg.data.levels or None,
-        limit=cfg.data.max_problems or None,
-        seed=cfg.data.seed,
-        math500_ids=resolve_path(cfg.data.math500_ids),
-    )
-    if not problems:
-        raise ScoreError(f"no training problems left in {cfg.data.source} after the subject/level filters")
+    problems = training_problems(cfg.data)
     problems, heldout = split_heldout(problems, cfg)
 
     set_seed(t.seed + rank)  # processes sample differently; the model starts identical from the checkpoint
