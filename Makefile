@@ -59,3 +59,7 @@ demo: setup
 	@echo "  python code/main.py --task download && python code/main.py --task train && python code/main.py --task evaluate"
 	@echo "The full testbed experiment (9 rows x 5 seeds, about 35 minutes on 2 cores):"
 	@echo "  .venv/bin/python code/main.py --task experiment --config configs/testbed.yaml"
+
+# What make demo built: the testbed task, its base model and the demo's runs.
+clean-demo:
+	rm -rf data/testbed base_models/testbed-adder saved_models/demo
