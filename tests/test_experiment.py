@@ -130,3 +130,18 @@ def test_short_experiment_end_to_end(tmp_path, tiny_model_dir, sample_jsonl):
     other.train.lr *= 2
     with pytest.raises(ScoreError, match=r"other settings: train\.lr"):
         experiment.run_experiment(other)
+
+
+def test_supervised_rows_refuse_a_multi_process_launch(tmp_path, monkeypatch):
+    # STaR and Pair-SFT fine-tune in one process: under a launcher every process would run its own copy.
+    class TwoProcesses:
+        num_processes, is_main_process = 2, True
+
+        def __init__(self, cpu: bool):
+            pass
+
+    monkeypatch.setattr(experiment, "PartialState", TwoProcesses)
+    cfg = load_config(None, [f"train.output_dir={tmp_path}", "experiment.rows=[base,star,score]"])
+    with pytest.raises(ScoreError, match=r"\['star'\].*2 processes"):
+        experiment.run_experiment(cfg)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
