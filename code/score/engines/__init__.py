@@ -11,6 +11,7 @@ lives in rollout.py, the same for every engine. Two engines:
 from __future__ import annotations
 
 import importlib.util
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class Samples:
     logprobs: list[list[float]] | None = None  # the sampler's log-probability of each sampled id, if it gives them
 
 
-class Engine:
+class Engine(ABC):
     """Samples continuations of token-id prompts. `generation_config` holds the model's own eos ids.
 
     An engine that keeps its own copy of the weights (`holds_weights`) is given the policy's full state after
@@ -51,8 +52,9 @@ class Engine:
     generation_config = None
     holds_weights = False
 
+    @abstractmethod
     def sample(self, prompts: list[list[int]], sampling: Sampling) -> Samples:
-        raise NotImplementedError
+        """One attempt of every prompt, sampled as `sampling` says."""
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         """Take the policy's parameters (Hugging Face names); the next sample uses them."""
