@@ -56,13 +56,13 @@ class Engine(ABC):
     def sample(self, prompts: list[list[int]], sampling: Sampling) -> Samples:
         """One attempt of every prompt, sampled as `sampling` says."""
 
-    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:  # noqa: B027 (optional hook, no-op)
         """Take the policy's parameters (Hugging Face names); the next sample uses them."""
 
-    def sleep(self) -> None:
+    def sleep(self) -> None:  # noqa: B027 (optional hook, no-op)
         """Free what the engine can while the policy is updated."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook, no-op)
         """Release the engine's memory."""
 
 
