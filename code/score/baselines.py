@@ -31,7 +31,7 @@ from score.data import Problem, training_problems
 from score.engines import open_engine
 from score.grader import rewards as grade
 from score.logs import MetricsLogger, transition_rates
-from score.models import load_model
+from score.models import load_model, weight_dtypes
 from score.prompts import conversation_pieces
 from score.rollout import Rollout, generate_rollouts, stop_token_ids
 from score.trainer import step_problems
@@ -48,9 +48,11 @@ class SupervisedRun:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         torch.manual_seed(cfg.train.seed)
         self.tokenizer = AutoTokenizer.from_pretrained(start_model)
-        self.model = load_model(start_model, cfg.model, torch.float32).to(self.device)
+        weights, _, mixed_precision = weight_dtypes(cfg.model, on_gpu=self.device == "cuda")  # as training does
+        self.bf16_autocast = mixed_precision == "bf16"
+        self.model = load_model(start_model, cfg.model, weights).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.sft.lr, weight_decay=0.0)
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32  # the dtype of the autocast below
+        dtype = torch.bfloat16 if self.bf16_autocast else weights  # what the model computes in
         self.engine = open_engine(cfg.rollout, start_model, seed=cfg.train.seed, dtype=dtype, model=self.model)
         self.stop_ids = stop_token_ids(self.model.generation_config, self.tokenizer, cfg.prompts)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
@@ -60,7 +62,7 @@ class SupervisedRun:
         self.problems = training_problems(cfg.data)
 
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device == "cuda" else nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16_autocast else nullcontext()
 
     def round_problems(self, index: int, count: int) -> list[Problem]:
         """Round `index`'s problems: a seeded pass over the training problems (all of them when count is 0)."""
