@@ -8,10 +8,10 @@ evaluate.generate_records (the same code as --task evaluate, with the eval.* set
 from __future__ import annotations
 
 from accelerate import Accelerator
-from accelerate.utils import gather_object
 
 from score.config import Config, ScoreError
 from score.data import Problem
+from score.distributed import gather_objects, my_share
 from score.evaluate import compute_metrics, generate_records
 
 PREFIX = "heldout_"
@@ -33,8 +33,8 @@ def split_heldout(problems: list[Problem], cfg: Config) -> tuple[list[Problem], 
 
 def evaluate_heldout(accelerator: Accelerator, model, tokenizer, problems: list[Problem], cfg: Config) -> dict:
     """Metrics of the held-out problems (every process evaluates its share), keys prefixed `heldout_`."""
-    share = problems[accelerator.process_index :: accelerator.num_processes]
+    share = my_share(problems, accelerator.process_index, accelerator.num_processes)
     records = [r for batch in generate_records(model, tokenizer, share, cfg) for r in batch] if share else []
-    metrics = compute_metrics(gather_object(records))
+    metrics = compute_metrics(gather_objects(records))
     keys = [*LOGGED, "p_t2_right_given_t1_wrong", "p_t2_wrong_given_t1_right", "answer_changed", "edit_distance"]
     return {PREFIX + "n": metrics["n"], **{PREFIX + k: metrics[k] for k in keys if k in metrics}}
