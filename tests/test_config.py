@@ -65,6 +65,8 @@ def test_file_then_overrides(tmp_path):
         ("train:\n  batch_size: 3\n  micro_batch_size: 4\n", ["train.batch_size", "divisible"]),
         ("rollout:\n  samples_per_prompt: 1\n", ["samples_per_prompt", "loo"]),
         ("data:\n  levels: [6]\n", ["data.levels", "1-5"]),
+        ("rollout:\n  tis_cap: 0.5\n", ["rollout.tis_cap", "at least 1"]),
+        ("rollout:\n  tis_cap: -2\n", ["rollout.tis_cap", "-1 (by engine)"]),
         ("train: [1, 2]\n", ["train", "mapping"]),
         ("train:\n  lr: [\n", ["c.yaml", "YAML"]),
         ("train:\n  stage1_steps: 0\n  stage2_steps: 0\n", ["no training steps"]),

@@ -1,8 +1,8 @@
 import pytest
 import torch
 from score import engines
-from score.config import RolloutConfig, ScoreError
-from score.engines import Sampling, open_engine, resolve_engine_name
+from score.config import Config, RolloutConfig, ScoreError
+from score.engines import Sampling, open_engine, resolve_engine_name, resolve_tis_cap
 from score.engines.hf import HFEngine
 from transformers import AutoModelForCausalLM
 
@@ -40,3 +40,14 @@ def test_hf_engine_samples_the_model_and_restores_it(tiny_model_dir, tmp_path):
     model.train()
     engine.sample(prompts, Sampling(max_new_tokens=2, stop_ids=[eos], pad_id=0))
     assert model.training
+
+
+def test_tis_cap_defaults_to_2_with_the_vllm_engine_and_0_with_hf(monkeypatch):
+    monkeypatch.setattr(engines, "vllm_available", lambda: True)
+    assert Config().rollout.tis_cap == -1  # by engine
+    for engine, gpu, cap in (("vllm", False, 2.0), ("hf", True, 0.0), ("auto", True, 2.0), ("auto", False, 0.0)):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
+        assert resolve_tis_cap(RolloutConfig(engine=engine)) == cap, (engine, gpu)
+    for explicit in (0.0, 1.0, 3.5):  # an explicit value wins
+        assert resolve_tis_cap(RolloutConfig(engine="vllm", tis_cap=explicit)) == explicit
+    assert resolve_tis_cap(RolloutConfig(engine="hf", tis_cap=0.0)) == 0.0

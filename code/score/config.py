@@ -119,8 +119,8 @@ class RolloutConfig:
     )
     tis_cap: float = _help(
         "Truncated importance sampling: weight each token's policy-gradient term by min(pi_train / pi_sampler, cap) "
-        "to correct the sampler's numerical drift (vllm engine; 0: off, 2 is common).",
-        0.0,
+        "to correct the sampler's numerical drift (vllm engine; 0: off; -1: 2 with the vllm engine, 0 with hf).",
+        -1.0,
     )
 
 
@@ -317,7 +317,7 @@ NON_NEGATIVE = {
     ("train", "beta1"), ("train", "beta2"), ("train", "save_every"), ("train", "sample_every"),
     ("eval", "temperature"), ("eval", "max_problems"), ("grader", "workers"), ("sft", "problems"),
     ("sft", "max_grad_norm"), ("train", "gamma"), ("train", "eval_every"), ("train", "eval_problems"),
-    ("rollout", "vllm_max_model_len"), ("rollout", "tis_cap"),
+    ("rollout", "vllm_max_model_len"),
 }  # fmt: skip
 
 
@@ -387,8 +387,8 @@ def validate(cfg: Config, origin: str) -> None:
         raise ScoreError(f"rollout.top_p ({origin}): must be in (0, 1]")
     if cfg.rollout.vllm_gpu_memory_utilization > 1:
         raise ScoreError(f"rollout.vllm_gpu_memory_utilization ({origin}): must be in (0, 1]")
-    if 0 < cfg.rollout.tis_cap < 1:
-        raise ScoreError(f"rollout.tis_cap ({origin}): must be 0 (off) or at least 1")
+    if cfg.rollout.tis_cap not in (-1, 0) and not cfg.rollout.tis_cap >= 1:
+        raise ScoreError(f"rollout.tis_cap ({origin}): must be -1 (by engine), 0 (off) or at least 1")
     for row in cfg.experiment.rows + [cfg.experiment.compare_to]:
         if row not in ROWS:
             raise ScoreError(f"experiment.rows/compare_to ({origin}): unknown row {row!r}; known: {', '.join(ROWS)}")

@@ -27,10 +27,18 @@ from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 
 from score import objectives
-from score.checkpoints import RunFiles, check_resume, keep_logged_steps, load_checkpoint, save_checkpoint, save_model
+from score.checkpoints import (
+    RunFiles,
+    check_resume,
+    keep_logged_steps,
+    load_checkpoint,
+    save_checkpoint,
+    save_model,
+    writing,
+)
 from score.config import Config, ScoreError, resolve_path
 from score.data import Problem, training_problems
-from score.engines import Engine, open_engine, resolve_engine_name
+from score.engines import Engine, open_engine, resolve_engine_name, resolve_tis_cap
 from score.evaluate import plot_training
 from score.grader import rewards as grade
 from score.guards import check_context, check_sampling
@@ -136,6 +144,7 @@ class Run:
     logger: MetricsLogger | None = None
     times: dict = field(default_factory=dict)
     engine: Engine | None = None  # a rollout engine with its own weights (vllm); None: the policy samples itself
+    tis_cap: float = 0.0  # rollout.tis_cap resolved for the engine (engines.resolve_tis_cap)
 
 
 def start_run(cfg: Config) -> Run:
@@ -153,7 +162,7 @@ def start_run(cfg: Config) -> Run:
     if sharded:
         check_sharding_settings()
     files = RunFiles(resolve_path(t.output_dir) / t.run_name)
-    checkpoint = check_resume(files, cfg)
+    checkpoint = check_resume(files, cfg, accelerator.is_main_process)
 
     model_path = resolve_model_path(cfg.model.name, cfg.model.base_dir)
     problems = training_problems(cfg.data)
@@ -190,10 +199,12 @@ def start_run(cfg: Config) -> Run:
         start = load_checkpoint(accelerator, checkpoint, policy, optimizer, scheduler)
         if accelerator.is_main_process:
             print(f"resuming from {checkpoint} (step {start} of {len(schedule)})")
+    first_logged = start + 1 if start else 0  # a run resumed at 0 evaluates and logs its step 0 again
     if accelerator.is_main_process:
-        files.root.mkdir(parents=True, exist_ok=True)
-        cfg.save(files.config)
-        keep_logged_steps(files, upto=start)
+        with writing(files.root):
+            files.root.mkdir(parents=True, exist_ok=True)
+            cfg.save(files.config)
+            keep_logged_steps(files, before=first_logged)
     accelerator.wait_for_everyone()
     run = Run(cfg, accelerator, files, problems, tokenizer, policy, reference, optimizer, scheduler, schedule,
               start, heldout)  # fmt: skip
@@ -203,9 +214,10 @@ def start_run(cfg: Config) -> Run:
         run.engine = open_engine(cfg.rollout, model_path, seed=t.seed + rank, dtype=dtype)
         if checkpoint is not None:
             sync_engine(run)
-    elif cfg.rollout.tis_cap:
+    elif cfg.rollout.tis_cap > 0:
         raise ScoreError("rollout.tis_cap corrects the vllm engine's drift; set rollout.engine=vllm or tis_cap=0")
-    run.logger = MetricsLogger(files, enabled=accelerator.is_main_process)
+    run.tis_cap = resolve_tis_cap(cfg.rollout)
+    run.logger = MetricsLogger(files, enabled=accelerator.is_main_process, purge_step=first_logged)
     return run
 
 
@@ -307,8 +319,8 @@ def accumulate_gradients(run: Run, rollout: Rollout, stage: int) -> tuple[torch.
             if rollout.sampler_logprobs is not None:
                 sampler_logp = rollout.sampler_logprobs[rows, : input_ids.shape[1]].to(device)
                 drift = objectives.add_sampler_drift(drift, logp, sampler_logp, mask)
-                if run.cfg.rollout.tis_cap:
-                    pg_weights = objectives.truncated_importance_weights(logp, sampler_logp, run.cfg.rollout.tis_cap)
+                if run.tis_cap:
+                    pg_weights = objectives.truncated_importance_weights(logp, sampler_logp, run.tis_cap)
             loss, stats = objectives.score_loss(
                 logp,
                 ref_logp,

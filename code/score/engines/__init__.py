@@ -20,6 +20,7 @@ import torch
 from score.config import RolloutConfig, ScoreError
 
 ENGINES = ("auto", "hf", "vllm")
+VLLM_TIS_CAP = 2.0  # the truncated importance sampling cap the vllm engine gets by default
 
 
 @dataclass
@@ -82,6 +83,15 @@ def resolve_engine_name(name: str) -> str:
             "on a CPU: make setup-vllm and use .venv-vllm)"
         )
     return name
+
+
+def resolve_tis_cap(rollout: RolloutConfig) -> float:
+    """rollout.tis_cap with its default (-1) resolved: 2 with the vllm engine, which samples in bf16 while training
+    scores fp32 master weights under autocast (the drift is real), 0 with hf (it samples the trained weights);
+    an explicit value stays."""
+    if rollout.tis_cap >= 0:
+        return rollout.tis_cap
+    return VLLM_TIS_CAP if resolve_engine_name(rollout.engine) == "vllm" else 0.0
 
 
 def open_engine(
