@@ -107,6 +107,11 @@ class RolloutConfig:
         "every optimizer step) or auto (vllm when it is installed and a GPU is present, else hf).",
         "auto",
     )
+    hf_compile: str = _help(
+        "hf engine: static KV cache and a compiled decode step, batches padded to a few bucketed shapes (on, off, "
+        "or auto: on for a CUDA model, off on a CPU).",
+        "auto",
+    )
     vllm_gpu_memory_utilization: float = _help(
         "Fraction of the GPU's memory vLLM may take (weights + KV cache); the training state needs the rest.", 0.3
     )
@@ -301,6 +306,7 @@ CHOICES = {
     ("download", "builtin"): {"", "tiny", "testbed"},
     ("grader", "extraction"): {"strict", "lenient"},
     ("rollout", "engine"): {"auto", "hf", "vllm"},
+    ("rollout", "hf_compile"): {"auto", "on", "off"},
 }
 POSITIVE = {
     ("rollout", "max_new_tokens"), ("rollout", "samples_per_prompt"), ("rollout", "generation_batch_size"),

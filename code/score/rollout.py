@@ -16,7 +16,7 @@ import torch
 from score.config import PromptConfig, RolloutConfig
 from score.data import Problem
 from score.engines import Engine, Sampling
-from score.engines.hf import HFEngine
+from score.engines.hf import HFEngine, resolve_hf_compile
 from score.grader import rewards as grade
 from score.prompts import conversation_pieces, end_of_turn_id, splice
 
@@ -74,7 +74,8 @@ def generate_rollouts(
     """
     if not problems or attempts < 1 or samples_per_prompt < 1:
         raise ValueError(f"need problems, attempts >= 1, samples_per_prompt >= 1: {len(problems)}, {attempts}")
-    engine = engine if isinstance(engine, Engine) else HFEngine(engine)
+    if not isinstance(engine, Engine):
+        engine = HFEngine(engine, resolve_hf_compile(rollout_cfg.hf_compile, engine.device))
     temperature = rollout_cfg.temperature if temperature is None else temperature
     stop_ids = stop_token_ids(engine.generation_config, tokenizer, prompt_cfg)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
