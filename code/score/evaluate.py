@@ -1,7 +1,9 @@
 """Two-attempt evaluation with the paper's metrics (Kumar et al., 2024, section 3).
 
 Writes <run>/eval/<name>/: generations.jsonl (one line per problem, appended as batches finish, so an
-interrupted evaluation resumes), metrics.json, results.md, and plots.
+interrupted evaluation resumes), metrics.json, results.md, and plots. settings.json records what the generations
+depend on (the model's files by content, engine, dtype, eval settings, prompts, problems): a rerun reuses them only
+when all of it matches; when only the model's files changed it evaluates again (the old folder is kept aside).
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ import math
 import re
 from collections.abc import Iterator
 from contextlib import nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from score.config import Config, ScoreError, resolve_path
-from score.data import Problem, load_math
+from score.data import MissingSplit, Problem, load_math
 from score.diagnostics import two_attempt_diagnostics
 from score.distributed import gather_objects, my_share
+from score.domains import final_answer, problem_rewards
 from score.engines import open_engine, resolve_engine_name
-from score.grader import extract_answer, rewards
+from score.guards import check_context
 from score.models import load_model, resolve_model_path
 from score.progress import progress
 from score.rollout import RewardFn, generate_rollouts
@@ -248,34 +252,89 @@ def choose_model(cfg: Config) -> tuple[Path, Path]:
 
 
 def load_test_problems(cfg: Config) -> tuple[list[Problem], str]:
+    """eval.source, else data.source's own test split (never the training problems of a single-split source)."""
     source = cfg.eval.source or cfg.data.source
-    problems = load_math(
-        source,
-        split="test",
-        scheme=cfg.data.scheme,
-        subjects=cfg.data.subjects or None,
-        levels=cfg.data.levels or None,
-        limit=cfg.eval.max_problems or None,
-        math500_ids=resolve_path(cfg.data.math500_ids),
-    )
+    try:
+        problems = load_math(
+            source,
+            split="test",
+            scheme=cfg.data.scheme,
+            subjects=cfg.data.subjects or None,
+            levels=cfg.data.levels or None,
+            limit=cfg.eval.max_problems or None,
+            math500_ids=resolve_path(cfg.data.math500_ids),
+            separate_split=not cfg.eval.source,
+        )
+    except MissingSplit as e:
+        raise ScoreError(
+            f"eval.source is empty and data.source {e}: evaluating on it would test on the training problems; "
+            "set eval.source to the test problems"
+        ) from None
     if not problems:
         raise ScoreError(f"no test problems in {source} after the subject/level filters")
     stem = Path(source).stem if Path(source).suffix else f"{Path(source).name}_{cfg.data.scheme}_test"
     return problems, stem
 
 
-def settings_fingerprint(cfg: Config, model: Path, problems: list[Problem]) -> dict:
-    """What makes generations comparable; a resumed evaluation must match it."""
-    prompts = json.dumps(vars(cfg.prompts), sort_keys=True)
+def evaluation_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def model_files_sha256(model: Path) -> str:
+    """sha256 over the names and bytes of the model folder's files: weights, config, generation config, tokenizer
+    and chat template all change generations. Hidden files (download caches) are left out."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model.iterdir() if p.is_file() and not p.name.startswith(".")):
+        with path.open("rb") as f:
+            digest.update(path.name.encode() + b"\0" + hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()
+
+
+def sha256_of(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def settings_fingerprint(
+    cfg: Config, model: Path, files_sha256: str, dtype: torch.dtype, problems: list[Problem]
+) -> dict:
+    """Everything the generations depend on, by setting name; a rerun reuses generations only when all of it matches.
+    (eval.batch_size and the number of processes are left out: padding moves logits only by rounding.)"""
     return {
         "model": str(model),
-        "attempts": cfg.eval.attempts,
-        "temperature": cfg.eval.temperature,
-        "max_new_tokens": cfg.eval.max_new_tokens,
-        "prompts_sha1": hashlib.sha1(prompts.encode()).hexdigest(),
-        "problems": len(problems),
-        "extraction": cfg.grader.extraction,  # which answers count as given
+        "model_files_sha256": files_sha256,
+        "rollout.engine": resolve_engine_name(cfg.rollout.engine),
+        "dtype": str(dtype).removeprefix("torch."),
+        "model.attn_implementation": cfg.model.attn_implementation,
+        "eval.attempts": cfg.eval.attempts,
+        "eval.temperature": cfg.eval.temperature,
+        "rollout.top_p": cfg.rollout.top_p if cfg.eval.temperature else None,  # used only when sampling
+        "eval.max_new_tokens": cfg.eval.max_new_tokens,
+        "prompts_sha256": sha256_of(vars(cfg.prompts)),
+        "problems_sha256": sha256_of([[p.id, p.problem, p.answer] for p in problems]),
+        "grader.extraction": cfg.grader.extraction,  # which answers count as given
     }
+
+
+def changed_settings(path: Path, current: dict) -> dict[str, str]:
+    """{name: 'old -> new'} for every setting recorded in `path` (if it exists) that differs from `current`
+    (hashes shortened to 12 characters)."""
+    if not path.exists():
+        return {}
+    try:
+        recorded = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise ScoreError(f"{path} is damaged (not JSON); remove its folder to evaluate again") from None
+
+    def show(value) -> str:
+        return value[:12] if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) else str(value)
+
+    names = sorted(recorded.keys() | current.keys())
+    return {k: f"{show(recorded.get(k))} -> {show(current.get(k))}" for k in names if recorded.get(k) != current.get(k)}
+
+
+def settings_change_error(folder: Path, what: str, changed: dict[str, str]) -> ScoreError:
+    changes = ", ".join(f"{name} {values}" for name, values in changed.items())
+    return ScoreError(f"{folder} holds {what} with other settings ({changes}); choose another eval.name")
 
 
 def read_generations(path: Path) -> dict[str, dict]:
@@ -304,13 +363,23 @@ def evaluate(cfg: Config) -> Path:
         raise ScoreError("eval.samples > 1 (sampled evaluation) runs in one process; start it without a launcher")
     model_path, eval_root = choose_model(cfg)
     problems, stem = load_test_problems(cfg)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    check_context(tokenizer, AutoConfig.from_pretrained(model_path), problems, cfg, evaluating=True, training=False)
     greedy = cfg.eval.temperature == 0
     name = cfg.eval.name or f"{stem}_k{cfg.eval.attempts}" + ("" if greedy else f"_t{cfg.eval.temperature:g}")
     out = eval_root / name
-    fingerprint = settings_fingerprint(cfg, model_path, problems)
+    dtype = evaluation_dtype(accelerator.device)
+    (files_sha256,) = gather_objects([model_files_sha256(model_path)] if main else [])  # read once, by one process
+    fingerprint = settings_fingerprint(cfg, model_path, files_sha256, dtype, problems)
     settings = out / "settings.json"
-    if settings.exists() and json.loads(settings.read_text()) != fingerprint:
-        raise ScoreError(f"{out} holds an evaluation with other settings; choose another eval.name")
+    changed = changed_settings(settings, fingerprint)
+    if changed.keys() - {"model_files_sha256"}:
+        raise settings_change_error(out, "an evaluation", changed)
+    if changed and main:  # the same model folder with other files (trained further): its old results are stale
+        aside = out.with_name(f"{out.name}.superseded-{datetime.now(UTC):%Y%m%dT%H%M%S%f}")
+        out.rename(aside)
+        print(f"evaluate: the files of {model_path} changed since {out} was written: evaluating again (was: {aside})")
+    accelerator.wait_for_everyone()  # the main process has moved a superseded evaluation aside
     generations = out / "generations.jsonl"
     done = read_generations(generations)
     accelerator.wait_for_everyone()  # every process has read the files before the main process writes
@@ -322,7 +391,7 @@ def evaluate(cfg: Config) -> Path:
             generations.write_text(text[: text.rfind("\n") + 1])
 
     todo = [p for p in problems if p.id not in done]
-    model = ModelOnDemand(cfg, model_path, accelerator.device)
+    model = ModelOnDemand(cfg, model_path, accelerator.device, dtype, tokenizer)
     if todo:
         if main:
             print(f"evaluating {model_path} on {len(todo)} problems ({len(done)} already done) -> {out}")
@@ -368,21 +437,19 @@ def evaluate(cfg: Config) -> Path:
 
 
 class ModelOnDemand:
-    """The evaluated model's engine (rollout.engine) and its tokenizer, opened the first time generation needs
-    them (a finished evaluation only recomputes its metrics)."""
+    """The evaluated model's engine (rollout.engine) with its tokenizer, opened the first time generation needs it
+    (a finished evaluation only recomputes its metrics)."""
 
-    def __init__(self, cfg: Config, path: Path, device: torch.device):
-        self.cfg, self.path, self.device, self.loaded = cfg, path, device, None
+    def __init__(self, cfg: Config, path: Path, device: torch.device, dtype: torch.dtype, tokenizer):
+        self.cfg, self.path, self.device, self.dtype, self.tokenizer = cfg, path, device, dtype, tokenizer
+        self.loaded = None
 
     def get(self) -> tuple:
         if self.loaded is None:
-            device = self.device
-            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-            tokenizer = AutoTokenizer.from_pretrained(self.path)
             hf = resolve_engine_name(self.cfg.rollout.engine) == "hf"
-            model = load_model(self.path, self.cfg.model, dtype).to(device).eval() if hf else None
-            engine = open_engine(self.cfg.rollout, self.path, seed=self.cfg.eval.seed, dtype=dtype, model=model)
-            self.loaded = (engine, tokenizer)
+            model = load_model(self.path, self.cfg.model, self.dtype).to(self.device).eval() if hf else None
+            engine = open_engine(self.cfg.rollout, self.path, seed=self.cfg.eval.seed, dtype=self.dtype, model=model)
+            self.loaded = (engine, self.tokenizer)
         return self.loaded
 
     def close(self) -> None:
@@ -395,10 +462,15 @@ def evaluate_sampled(cfg: Config, model: ModelOnDemand, problems: list[Problem],
     """eval.samples conversations per problem at eval.sample_temperature, seeded per batch, appended to
     samples.jsonl as batches finish (resumable); returns scaling.sampled_metrics of them."""
     n = cfg.eval.samples
-    fingerprint = {"samples": n, "temperature": cfg.eval.sample_temperature, "seed": cfg.eval.seed}
+    fingerprint = {
+        "eval.samples": n,
+        "eval.sample_temperature": cfg.eval.sample_temperature,
+        "eval.seed": cfg.eval.seed,
+    }
     settings = out / "samples_settings.json"
-    if settings.exists() and json.loads(settings.read_text()) != fingerprint:
-        raise ScoreError(f"{out} holds sampled conversations with other eval.samples/sample_temperature/seed")
+    changed = changed_settings(settings, fingerprint)
+    if changed:
+        raise settings_change_error(out, "sampled conversations", changed)
     settings.write_text(json.dumps(fingerprint))
     path = out / "samples.jsonl"
     done = read_generations(path)
@@ -432,7 +504,7 @@ def evaluate_sampled(cfg: Config, model: ModelOnDemand, problems: list[Problem],
                 f.write(json.dumps(done[problem.id]) + "\n")
             f.flush()
             bar.update(len(batch))
-    metrics = sampled_metrics([done[p.id]["samples"] for p in problems])
+    metrics = sampled_metrics([done[p.id]["samples"] for p in problems], cfg.grader.timeout)
     metrics.update(temperature=cfg.eval.sample_temperature, seed=cfg.eval.seed)
     return metrics
 
@@ -447,11 +519,10 @@ def compare_row(folder: Path) -> tuple[str, dict]:
 
 
 def answer_grader(cfg: Config) -> RewardFn:
-    """The reward_fn of evaluation: the answer checker under cfg.grader (workers, timeout, extraction)."""
-    grading = cfg.grader
+    """The reward_fn of evaluation: each problem's domain reward under cfg.grader (workers, timeouts, extraction)."""
 
     def grade(texts: list[str], problems: list[Problem]) -> list[float]:
-        return rewards(texts, [p.answer for p in problems], grading.workers, grading.timeout, grading.extraction)
+        return problem_rewards(texts, problems, cfg.grader)
 
     return grade
 
@@ -501,7 +572,7 @@ def generation_record(problem: Problem, rollout, row: int, extraction: str = "st
         "attempts": [
             {
                 "text": text,
-                "answer": extract_answer(text, extraction),
+                "answer": final_answer(text, problem, extraction),
                 "correct": bool(rollout.rewards[row, k] > 0.5),
                 "truncated": bool(rollout.truncated[row, k]),
             }

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from score.config import PromptConfig, RolloutConfig
+from score.config import GraderConfig, PromptConfig, RolloutConfig
 from score.data import Problem
+from score.domains import problem_rewards
 from score.engines import Engine, Sampling
 from score.engines.hf import HFEngine, resolve_hf_compile
-from score.grader import rewards as grade
 from score.prompts import conversation_pieces, end_of_turn_id, splice
 
 RewardFn = Callable[[list[str], list[Problem]], list[float]]
@@ -70,7 +70,7 @@ def generate_rollouts(
     generation_batch_size; top_p always comes from rollout_cfg. greedy (or temperature 0) decodes greedily.
     Attempt k sees the problem, every earlier attempt and the correction instruction after each.
     reward_fn(texts, problems) scores one attempt of every row (problems[i] belongs to texts[i]); by default the
-    answer checker compares each text's final answer with the problem's answer.
+    reward of each problem's domain scores it (score/domains.py: the answer checker, or the code sandbox).
     """
     if not problems or attempts < 1 or samples_per_prompt < 1:
         raise ValueError(f"need problems, attempts >= 1, samples_per_prompt >= 1: {len(problems)}, {attempts}")
@@ -123,7 +123,7 @@ def generate_rollouts(
         content = [ids[k][: len(ids[k]) - (not truncated[r][k])] for r, ids in enumerate(sampled)]
         texts = tokenizer.batch_decode(content, skip_special_tokens=True)
         if reward_fn is None:
-            values = grade(texts, [p.answer for p in rows_problems])
+            values = problem_rewards(texts, rows_problems, GraderConfig())
         else:
             values = reward_fn(texts, rows_problems)
         if len(values) != len(texts):

@@ -38,9 +38,9 @@ from score.checkpoints import (
 )
 from score.config import Config, ScoreError, resolve_path
 from score.data import Problem, training_problems
+from score.domains import problem_rewards
 from score.engines import Engine, open_engine, resolve_engine_name, resolve_tis_cap
 from score.evaluate import plot_training
-from score.grader import rewards as grade
 from score.guards import check_context, check_sampling
 from score.logs import MetricsLogger, step_record
 from score.models import (
@@ -57,7 +57,14 @@ from score.models import (
     weight_dtypes,
 )
 from score.monitor import evaluate_heldout, split_heldout
-from score.preemption import StopRequests, TrainingStopped
+from score.preemption import (
+    TIME_UP_REASON,
+    StopRequests,
+    TrainingStopped,
+    next_step_fits,
+    note_stop,
+    run_deadline,
+)
 from score.progress import progress
 from score.rollout import RewardFn, Rollout, generate_rollouts
 
@@ -143,13 +150,15 @@ class Run:
     heldout: list[Problem]
     logger: MetricsLogger | None = None
     times: dict = field(default_factory=dict)
-    engine: Engine | None = None  # a rollout engine with its own weights (vllm); None: the policy samples itself
+    engine: Engine | None = None  # an engine with its own weights (vllm, hf's bf16 copy); None: the policy samples
+    deadline: float | None = None  # epoch seconds by which the main process stops with a checkpoint (preemption)
     tis_cap: float = 0.0  # rollout.tis_cap resolved for the engine (engines.resolve_tis_cap)
 
 
 def start_run(cfg: Config) -> Run:
     """Processes, run folder, data, models (sharded or replicated), optimizer, and the checkpoint to resume."""
     t = cfg.train
+    started = time.time()
     check_sampling(cfg)
     on_gpu = torch.cuda.is_available()
     policy_dtype, reference_dtype, mixed_precision = weight_dtypes(cfg.model, on_gpu)
@@ -216,8 +225,16 @@ def start_run(cfg: Config) -> Run:
             sync_engine(run)
     elif cfg.rollout.tis_cap > 0:
         raise ScoreError("rollout.tis_cap corrects the vllm engine's drift; set rollout.engine=vllm or tis_cap=0")
+    elif mixed_precision == "bf16":
+        # HF samples a bf16 copy of the fp32 master weights (engines.open_engine), synced after every step like vLLM
+        unwrapped = accelerator.unwrap_model(policy)
+        run.engine = open_engine(cfg.rollout, model_path, seed=t.seed + rank, dtype=torch.bfloat16, model=unwrapped)
+        if checkpoint is not None:
+            sync_engine(run)
     run.tis_cap = resolve_tis_cap(cfg.rollout)
     run.logger = MetricsLogger(files, enabled=accelerator.is_main_process, purge_step=first_logged)
+    if accelerator.is_main_process:  # it decides for all: stop.agreed shares its request
+        run.deadline = run_deadline(started, t.time_limit)
     return run
 
 
@@ -253,8 +270,7 @@ def sample_step(run: Run, step: int, reward_fn: RewardFn | None) -> tuple[list[P
         if reward_fn is not None:
             scores = reward_fn(texts, probs)
         else:
-            answers = [p.answer for p in probs]
-            scores = grade(texts, answers, cfg.grader.workers, cfg.grader.timeout, cfg.grader.extraction)
+            scores = problem_rewards(texts, probs, cfg.grader)
         run.times["score"] += clock() - began
         return scores
 
@@ -374,7 +390,8 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
     """Run SCoRe training as configured; returns the run folder.
 
     reward_fn(texts, problems) -> rewards replaces the answer checker (for other tasks, and for tests).
-    SIGTERM or SIGUSR1 stops the run at the next step boundary with a checkpoint (raises TrainingStopped).
+    SIGTERM or SIGUSR1, or a next step that would not end before train.time_limit or the Slurm job's end, stops
+    the run at the next step boundary with a checkpoint (raises TrainingStopped).
     """
     with StopRequests() as stop:
         run = start_run(cfg)
@@ -398,9 +415,11 @@ def loop(run: Run, reward_fn: RewardFn | None, stop: StopRequests) -> None:
     t, accelerator, logger = run.cfg.train, run.accelerator, run.logger
     bar = progress(total=len(run.schedule), initial=run.start, desc="SCoRe", disable=not accelerator.is_main_process)
     failures = 0
+    longest = 0.0  # seconds of the longest step so far, evaluation and saves included
     if run.start == 0:
         watch(run, 0)
     for step in range(run.start, len(run.schedule)):
+        began = time.time()
         if received := stop.agreed(accelerator):
             bar.close()
             logger.close()
@@ -436,6 +455,9 @@ def loop(run: Run, reward_fn: RewardFn | None, stop: StopRequests) -> None:
         if t.sample_every and done % t.sample_every == 0:
             logger.samples(done, stage, batch, rollout)
         save_due(run, done, stage)
+        longest = max(longest, time.time() - began)
+        if not next_step_fits(time.time(), run.deadline, longest, t.stop_margin):
+            stop.time_up()
         if failures >= t.max_nonfinite_steps:
             raise ScoreError(
                 f"{failures} non-finite steps in a row at step {done}; the weights are those of the last good "
@@ -450,10 +472,12 @@ def stop_at_step_boundary(run: Run, done: int, received: str) -> None:
     if done and checkpoint not in run.files.finished_checkpoints():
         save_checkpoint(run.accelerator, run.files, run.policy, run.optimizer, run.scheduler, done,
                         run.schedule[done - 1], run.cfg.train.keep_checkpoints)  # fmt: skip
-    raise TrainingStopped(
-        f"stopped by signal {received} after step {done} of {len(run.schedule)}"
-        + (f"; checkpoint {checkpoint}, continue with train.resume=true" if done else "")
+    message = f"stopped by {received} after step {done} of {len(run.schedule)}" + (
+        f"; checkpoint {checkpoint}, continue with train.resume=true" if done else ""
     )
+    if received == TIME_UP_REASON and run.accelerator.is_main_process:
+        note_stop(message)
+    raise TrainingStopped(message)
 
 
 def finish(run: Run) -> None:

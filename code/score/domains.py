@@ -1,0 +1,50 @@
+"""The reward of each problem's domain: math answers go to the answer checker (score.grader), code answers to the
+sandboxed tests (score.code). Everything that scores attempts (rollouts, training, evaluation, STaR, Pair-SFT)
+asks here, so a batch may mix both domains."""
+
+from __future__ import annotations
+
+from score import code, grader
+from score.config import GraderConfig
+from score.data import Problem
+
+DOMAINS = ("math", "code")
+
+
+def problem_rewards(texts: list[str], problems: list[Problem], grading: GraderConfig) -> list[float]:
+    """Reward of texts[i] as an answer to problems[i], under `grading` (workers, timeouts, extraction)."""
+    if len(texts) != len(problems):
+        raise ValueError(f"{len(texts)} texts but {len(problems)} problems")
+    unknown = {p.domain for p in problems} - set(DOMAINS)
+    if unknown:
+        raise ValueError(f"unknown problem domain {sorted(unknown)[0]!r} (known: {', '.join(DOMAINS)})")
+    scores = [0.0] * len(texts)
+    rows = [i for i, p in enumerate(problems) if p.domain == "math"]
+    if rows:
+        golds = [problems[i].answer for i in rows]
+        math = grader.rewards([texts[i] for i in rows], golds, grading.workers, grading.timeout, grading.extraction)
+        for i, score in zip(rows, math, strict=True):
+            scores[i] = score
+    rows = [i for i, p in enumerate(problems) if p.domain == "code"]
+    if rows:
+        solutions = [preamble_and_program(texts[i], problems[i]) for i in rows]
+        tests = [problems[i].tests for i in rows]
+        for i, score in zip(rows, code.rewards(solutions, tests, grading.workers, grading.code_timeout), strict=True):
+            scores[i] = score
+    return scores
+
+
+def preamble_and_program(text: str, problem: Problem) -> str:
+    """The code answer as run: the problem's preamble (HumanEval's stub, its imports and helpers) and the program
+    of the answer, as one fenced block; an answer without a program stays without one."""
+    program = code.extract_program(text)
+    if program is None:
+        return ""
+    return f"```python\n{problem.preamble}\n{program}\n```"
+
+
+def final_answer(text: str, problem: Problem, extraction: str = "strict") -> str | None:
+    """What an attempt answered: the final answer of a math solution, the program of a code answer (None: none)."""
+    if problem.domain == "code":
+        return code.extract_program(text)
+    return grader.extract_answer(text, extraction)
