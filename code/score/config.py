@@ -239,6 +239,10 @@ class DownloadConfig:
     data_dir: str = _help("Where MATH is extracted.", "data")
     model: bool = _help("Download the base model.", True)
     math: bool = _help("Download MATH and the MATH-500 id list.", True)
+    mbpp: bool = _help("Download MBPP into <data_dir>/mbpp/{train,test,validation,prompt}.jsonl.", False)
+    mbpp_hub: str = _help(
+        "Hub dataset of MBPP (its 'full' config: the paper's train / test split).", "google-research-datasets/mbpp"
+    )
     builtin: str = _help(
         "Build locally instead of downloading (no network): tiny (random tiny model + sample problems), "
         "testbed (synthetic addition task + SFT base model, see score/testbed.py), or empty.",

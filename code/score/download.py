@@ -1,4 +1,4 @@
-"""`--task download`: the base model, MATH and the MATH-500 id list, or the built-in tiny kit.
+"""`--task download`: the base model, MATH and the MATH-500 id list, MBPP, or the built-in tiny kit.
 
 Everything lands under a temporary name and is renamed when complete, so a final name never holds half a
 download and a re-run skips what is there. The model snapshot resumes where it stopped (huggingface_hub keeps
@@ -227,6 +227,22 @@ def download_math(dl: DownloadConfig, ids_file: Path) -> None:
     print(f"MATH-500: {len(math500)} ids -> {ids_file}")
 
 
+MBPP_SPLITS = ("train", "test", "validation", "prompt")  # the 'full' config: 374 / 500 / 90 / 10 problems
+
+
+def download_mbpp(dl: DownloadConfig) -> None:
+    """MBPP's splits from the hub into `<dl.data_dir>/mbpp/<split>.jsonl`, one row per line as published."""
+    folder = resolve_path(dl.data_dir) / "mbpp"
+    for split in MBPP_SPLITS:
+        path = folder / f"{split}.jsonl"
+        if path.is_file():
+            print(f"MBPP: {path} already there")
+            continue
+        rows = list(hub_dataset(dl.mbpp_hub, "full", split=split))
+        write_atomic(path, "".join(json.dumps(dict(row)) + "\n" for row in rows))
+        print(f"MBPP: {len(rows)} {split} problems -> {path}")
+
+
 def build_builtin(model: ModelConfig, data: DataConfig, evaluation: EvalConfig) -> None:
     """The tiny local model into `<base_dir>/<name>` and the sample problems at data.source / eval.source:
     a .jsonl file gets the train (data.source) or test (eval.source) samples, a folder the tar layout."""
@@ -284,3 +300,5 @@ def download(cfg: Config) -> None:
         download_model(cfg.model)
     if cfg.download.math:
         download_math(cfg.download, resolve_path(cfg.data.math500_ids))
+    if cfg.download.mbpp:
+        download_mbpp(cfg.download)
