@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 from score.grader import reward, rewards
 
@@ -29,3 +31,17 @@ def test_extraction_mode_reaches_reward_and_rewards():
     assert rewards(solutions, golds, workers=2, extraction="lenient") == [1.0] * 70
     with pytest.raises(ValueError, match="extraction"):
         rewards(solutions, golds, extraction="loose")
+
+
+def test_a_pool_whose_workers_started_sympy_helpers_exits_and_leaves_no_process(run_counting_leftovers):
+    # Gold \sqrt{2} against integers needs the sympy helper in each worker; the workers ignore SIGTERM and their
+    # helpers inherited that, so the exit used to wait on them forever.
+    script = (
+        "from score.grader import rewards\n"
+        "print(sum(rewards([f'The answer is $\\\\boxed{{{k}}}$.' for k in range(80)], ['\\\\sqrt{2}'] * 80, "
+        "workers=2)))\n"
+    )
+    out, left = run_counting_leftovers([sys.executable, "-c", script], timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0.0"
+    assert left == []

@@ -1,6 +1,8 @@
+import json
 import subprocess
 import sys
 
+import pytest
 from score.config import REPO_ROOT
 
 MAIN = str(REPO_ROOT / "code" / "main.py")
@@ -32,3 +34,30 @@ def test_config_found_from_any_directory(tmp_path):
 def test_unknown_task_is_rejected(tmp_path):
     out = run("--task", "fly", cwd=tmp_path)
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+POOL_RUNS = {  # 80 evaluation problems, or 8 problems x 8 samples: both graded by a pool of 2 workers
+    "evaluate": ["eval.batch_size=80", "eval.max_new_tokens=4"],
+    "train": [
+        "train.reward=answer", "train.batch_size=8", "rollout.samples_per_prompt=8", "train.micro_batch_size=16",
+        "train.stage1_steps=1", "train.stage2_steps=0", "rollout.max_new_tokens=4", "rollout.generation_batch_size=64",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("task", POOL_RUNS)
+def test_grading_in_a_pool_exits_and_leaves_no_process(task, tmp_path, tiny_model_dir, run_counting_leftovers):
+    rows = [
+        {"problem": f"What is {k} + {k}?", "answer": "\\sqrt{2}", "subject": "Algebra", "level": 1, "unique_id": str(k)}
+        for k in range(80)
+    ]
+    source = tmp_path / "problems.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    overrides = [
+        f"model.name={tiny_model_dir}", f"eval.model={tiny_model_dir}", f"data.source={source}",
+        f"eval.source={source}", f"train.output_dir={tmp_path}", "grader.workers=2", *POOL_RUNS[task],
+    ]  # fmt: skip
+    command = [sys.executable, MAIN, "--task", task, "--config", "configs/tiny.yaml"]
+    out, left = run_counting_leftovers(command + [a for o in overrides for a in ("--set", o)], timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert left == []

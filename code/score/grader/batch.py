@@ -8,9 +8,11 @@ import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import util
 
 from score.grader.compare import is_equivalent
 from score.grader.extract import extract_answer
+from score.grader.symbolic import close_helpers
 
 MIN_POOL_BATCH = 64  # smaller batches are graded in-process: a pool costs more than it saves
 
@@ -31,6 +33,9 @@ def _pool_init() -> None:
     # handle: it finishes the step, which still needs these workers, then checkpoints.
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(number, signal.SIG_IGN)
+    # The sympy helpers a worker starts inherit the ignored SIGTERM, and multiprocessing ends a process by
+    # sending its children SIGTERM and joining them: it would wait forever. Kill them (SIGKILL) before that.
+    util.Finalize(None, close_helpers, exitpriority=100)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
