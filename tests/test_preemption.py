@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from score.config import REPO_ROOT
-from score.preemption import STOPPED_EXIT_CODE, StopRequests
+from score.preemption import STOPPED_EXIT_CODE, StopRequests, next_step_fits, run_deadline, slurm_job_end
 
 # The real command line (main.py), with the answer checker replaced by a reward the tiny model earns, so
 # that its weights move; each process writes its pid so that a test can signal exactly one of them.
@@ -36,10 +37,37 @@ def test_stop_requests_catch_signals_only_while_active():
     with StopRequests() as stop:
         assert stop.agreed(accelerator) is None
         os.kill(os.getpid(), signal.SIGUSR1)
-        assert stop.agreed(accelerator) == "SIGUSR1"
+        assert stop.agreed(accelerator) == "signal SIGUSR1"
         os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.agreed(accelerator) == "SIGTERM"
+        assert stop.agreed(accelerator) == "signal SIGTERM"
     assert signal.getsignal(signal.SIGUSR1) is before
+    with StopRequests() as stop:
+        stop.time_up()
+        assert stop.agreed(accelerator) == "the time limit"
+
+
+def test_next_step_fits_before_the_deadline():
+    # now 100 s, the longest step 30 s, 20 s for the checkpoint and exit: the step must end by 150 s
+    assert next_step_fits(100, 150, 30, 20) and not next_step_fits(100, 149, 30, 20)
+    assert next_step_fits(100, None, 1e9, 1e9)  # no deadline
+
+
+def test_the_deadline_is_the_earlier_of_time_limit_and_slurm_end(tmp_path, monkeypatch):
+    for name in ("SLURM_JOB_ID", "SLURM_JOB_END_TIME"):
+        monkeypatch.delenv(name, raising=False)
+    assert slurm_job_end() is None and run_deadline(1000, 0) is None
+    assert run_deadline(1000, 60) == 1060
+    monkeypatch.setenv("SLURM_JOB_END_TIME", "1030")
+    assert run_deadline(1000, 60) == 1030 and run_deadline(1000, 0) == 1030
+    # Slurm before 23.02: squeue prints the end in local time, or N/A when the job has no limit
+    monkeypatch.delenv("SLURM_JOB_END_TIME")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    squeue = tmp_path / "squeue"
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    for printed, end in (("2026-12-04T19:00:00", datetime(2026, 12, 4, 19).timestamp()), ("N/A", None)):
+        squeue.write_text(f'#!/bin/sh\n[ "$*" = "-h -j 42 -o %e" ] && echo {printed}\n')
+        squeue.chmod(0o755)
+        assert slurm_job_end() == end
 
 
 def start(tmp_path: Path, name: str, model: Path, data: Path, processes: int, *extra: str) -> subprocess.Popen:

@@ -161,6 +161,33 @@ def test_reference_matches_the_policy_before_any_update_under_bf16_autocast(
     assert first["kl_t1"] > 0  # the check sees a mismatched reference
 
 
+@pytest.mark.usefixtures("fresh_accelerate_state")
+def test_hf_samples_a_bf16_copy_synced_after_every_step_under_bf16_autocast(
+    tmp_path, tiny_model_dir, sample_jsonl, monkeypatch
+):
+    # The GPU path, emulated on the CPU: fp32 master weights under bf16 autocast sample from the HF engine's bf16
+    # copy, which holds the trained weights after every optimizer step.
+    monkeypatch.setattr(trainer_module, "weight_dtypes", lambda model, on_gpu: weight_dtypes(model, on_gpu=True))
+    opened, synced = [], []
+    open_engine, sync_engine = trainer_module.open_engine, trainer_module.sync_engine
+    monkeypatch.setattr(
+        trainer_module, "open_engine", lambda *a, **k: opened.append(open_engine(*a, **k)) or opened[-1]
+    )
+    monkeypatch.setattr(trainer_module, "sync_engine", lambda run: synced.append(sync_engine(run)))
+    cfg = tiny_config(
+        tmp_path, tiny_model_dir, sample_jsonl, "rollout.engine=hf", "train.stage1_steps=1", "train.stage2_steps=1"
+    )
+    run = train(cfg, reward_fn=contains("y"))
+    (engine,) = opened
+    assert engine.holds_weights and engine.model.dtype == torch.bfloat16 and len(synced) == 2
+    final = final_weights(run)
+    assert not torch.equal(
+        final["model.norm.weight"], load_file(tiny_model_dir / "model.safetensors")["model.norm.weight"]
+    )
+    for name, param in engine.model.named_parameters():  # the saved file keeps a tied parameter once, as here
+        assert torch.equal(param, final[name].to(torch.bfloat16)), name
+
+
 def test_heldout_problems_are_evaluated_and_never_trained_on(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch):
     temperatures = set()
     real_logprobs = objectives.token_logprobs
@@ -521,3 +548,78 @@ def test_resume_with_another_lr_is_one_error_line(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot resume") and "train.lr (0.001 -> 0.0005)" in lines[0]
     assert (tmp_path / "runs" / "tiny" / "config.yaml").read_text() == config
+
+
+def test_resumed_run_does_not_repeat_tensorboard_steps(tmp_path, tiny_model_dir, sample_jsonl):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    calls = {"n": 0}
+
+    def crash_in_step_4(texts, problems):  # steps 1-3 logged, the checkpoint at step 2
+        calls["n"] += 1
+        if calls["n"] > 6:
+            raise KeyboardInterrupt
+        return contains("y")(texts, problems)
+
+    overrides = ["train.stage1_steps=2", "train.stage2_steps=2", "train.save_every=2"]
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *overrides), crash_in_step_4)
+    run = train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *overrides, "train.resume=true"), contains("y"))
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3, 4]
+
+
+def test_training_stops_with_a_checkpoint_when_the_next_step_would_not_fit(
+    tmp_path, tiny_model_dir, sample_jsonl, monkeypatch
+):
+    # A clock the reward advances: every step lasts 60 s. time_limit 200 s and stop_margin 50 s: after step 1
+    # (60 s) another step ends at 170 s, in time; after step 2 it would end at 230 s, so the run stops there.
+    from types import SimpleNamespace
+
+    from score.preemption import STOP_NOTE_VARIABLE, TrainingStopped
+
+    clock = {"now": 1000.0}
+
+    def slow_reward(texts, problems):
+        clock["now"] += 30  # two scored attempts a step
+        return contains("y")(texts, problems)
+
+    monkeypatch.setattr(
+        trainer_module, "time", SimpleNamespace(time=lambda: clock["now"], perf_counter=time.perf_counter)
+    )
+    for name in ("SLURM_JOB_ID", "SLURM_JOB_END_TIME"):
+        monkeypatch.delenv(name, raising=False)
+    note = tmp_path / "stop_note"
+    monkeypatch.setenv(STOP_NOTE_VARIABLE, str(note))
+    limited = ["train.save_every=0", "train.time_limit=200", "train.stop_margin=50"]
+    with pytest.raises(TrainingStopped, match="stopped by the time limit after step 2 of 6") as stopped:
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *limited), slow_reward)
+    run = tmp_path / "runs" / "tiny"
+    assert [p.name for p in RunFiles(run).finished_checkpoints()] == ["step_2"]
+    assert note.read_text() == str(stopped.value) + "\n"  # run.slurm requeues on it
+    train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, "train.save_every=0", "train.resume=true"), slow_reward)
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny_model_dir, sample_jsonl, capsys):
+    overrides = ["train.stage1_steps=2", "train.stage2_steps=0", "train.save_every=1"]
+    run = train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *overrides), contains("y"))
+    shard = run / "checkpoints" / "step_2" / "__0_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:100])
+    capsys.readouterr()
+    longer = [*overrides, "train.stage2_steps=1", "train.resume=true"]
+    train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *longer), contains("y"))
+    out = capsys.readouterr().out
+    assert f"checkpoint step_2 is damaged: {shard} is missing or cut short; taking the previous checkpoint" in out
+    assert "step 1 of 3" in out and [r["step"] for r in metrics(run)] == [1, 2, 3]
+
+
+def test_an_unwritable_output_folder_is_one_error_line(tmp_path, tiny_model_dir, sample_jsonl):
+    # root ignores permissions: a file where the output folder belongs fails for everyone
+    blocked = tmp_path / "runs"
+    blocked.write_text("not a folder")
+    with pytest.raises(ScoreError, match=f"cannot write to {blocked / 'tiny'}: ") as error:
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl))
+    assert "\n" not in str(error.value)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
 from accelerate import Accelerator
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from score.config import Config, ScoreError, load_config
@@ -39,8 +40,10 @@ RESULT_NEUTRAL = {
     "train.sample_every",
     "train.resume",
     "train.max_nonfinite_steps",
-    "train.eval_every",
+    "train.eval_every",  # the held-out split they decide is compared by changed_settings
     "train.eval_problems",
+    "train.time_limit",
+    "train.stop_margin",
     "grader.workers",
 }
 NEUTRAL_SECTIONS = {"eval", "download", "experiment", "sft"}
@@ -102,18 +105,32 @@ def settings_key(cfg: Config) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
+def heldout_split(cfg: Config) -> int:
+    """How many training problems are held out (train.eval_every only says when they are evaluated, but 0 holds
+    none out): the split decides the problems trained on."""
+    return cfg.train.eval_problems if cfg.train.eval_every else 0
+
+
 def changed_settings(saved: Config, new: Config) -> list[str]:
-    """Result settings that differ, as 'name (old -> new)'. A longer or shorter stage schedule is allowed when
-    one schedule starts with the other (more steps of the last stage, more rounds): the shared steps compute the
-    same thing."""
+    """Result settings that differ, as 'name (old -> new)', the held-out split included. A longer or shorter
+    stage schedule is allowed when one schedule starts with the other (more steps of the last stage, more rounds)
+    and the learning rate is constant: the shared steps compute the same thing (linear and cosine factors depend
+    on the total number of steps)."""
     from score.trainer import stage_schedule
 
-    old, now = result_settings(saved), result_settings(new)
-    differ = [name for name in now if old.get(name) != now[name]]
+    old, now = flat_settings(saved), flat_settings(new)
+    results = result_settings(new)
+    differ = [name for name in results if old.get(name) != now[name]]
+    if heldout_split(saved) != heldout_split(new):
+        differ += [name for name in ("train.eval_every", "train.eval_problems") if old[name] != now[name]]
     a, b = stage_schedule(saved), stage_schedule(new)
-    if a[: len(b)] == b[: len(a)]:
+    extended = a[: len(b)] == b[: len(a)] and len(a) != len(b)
+    if a == b or (extended and new.train.lr_schedule == "constant"):
         differ = [name for name in differ if name not in SCHEDULE]
-    return [f"{name} ({old.get(name)!r} -> {now[name]!r})" for name in differ]
+    changed = [f"{name} ({old.get(name)!r} -> {now[name]!r})" for name in differ]
+    if extended and new.train.lr_schedule != "constant":
+        changed.append(f"the total steps under train.lr_schedule={new.train.lr_schedule} (only constant extends)")
+    return changed
 
 
 # An experiment's runs and evaluations depend on every setting but these (and download.*).
@@ -126,6 +143,8 @@ EXPERIMENT_NEUTRAL = {
     "train.keep_checkpoints",
     "train.sample_every",
     "train.max_nonfinite_steps",
+    "train.time_limit",
+    "train.stop_margin",
     "grader.workers",
     "eval.model",
     "eval.name",
@@ -158,23 +177,97 @@ def check_experiment(folder: Path, cfg: Config, main_process: bool) -> None:
         cfg.save(record)
 
 
-def check_resume(files: RunFiles, cfg: Config) -> Path | None:
+def check_resume(files: RunFiles, cfg: Config, main_process: bool) -> Path | None:
     """The checkpoint to resume from (None: start fresh). Refuses, with one line and before anything is written,
-    to train into a folder that holds a run without train.resume, or to resume a run with other settings."""
+    to train into a folder that holds a run without train.resume, to resume a run with other settings or whose
+    config.yaml is gone (its settings cannot be checked). A resume with nothing to resume from says so and starts
+    fresh (a Slurm job requeued before its first checkpoint must start)."""
+    holds_run = files.metrics.exists() or files.checkpoints.exists()
     if not cfg.train.resume:
-        if files.metrics.exists():
+        if holds_run:
             raise ScoreError(
                 f"{files.root} already holds a run; set train.resume=true or choose another train.run_name"
             )
         return None
-    if files.config.is_file():
-        differ = changed_settings(load_config(files.config), cfg)
-        if differ:
+    if not files.config.is_file():
+        if holds_run:
             raise ScoreError(
-                f"cannot resume {files.root}: it was trained with other settings: {', '.join(differ)}; "
-                "restore them or choose another train.run_name"
+                f"cannot resume {files.root}: its config.yaml is missing, so the settings it was trained with are "
+                "unknown; restore the file or choose another train.run_name"
             )
-    return files.latest_checkpoint()
+        if main_process:
+            print(f"train.resume=true, but {files.root} holds no run yet: training from scratch")
+        return None
+    differ = changed_settings(load_config(files.config), cfg)
+    if differ:
+        raise ScoreError(
+            f"cannot resume {files.root}: it was trained with other settings: {', '.join(differ)}; "
+            "restore them or choose another train.run_name"
+        )
+    checkpoint = newest_intact_checkpoint(files, main_process)
+    if checkpoint is None and main_process:
+        print(f"train.resume=true, but {files.checkpoints} holds no checkpoint yet: training from scratch")
+    return checkpoint
+
+
+def checkpoint_damage(checkpoint: Path) -> str | None:
+    """What makes a finished checkpoint unusable (a file missing, cut short or unreadable), or None. Every
+    process's files are checked, so that all processes choose the same checkpoint."""
+    state_file = checkpoint / "trainer_state.json"
+    try:
+        state = json.loads(state_file.read_text())
+        processes = int(state["processes"])
+        state["step"], state["scheduler"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{state_file} is cut short or unreadable"
+    try:
+        storage = dcp.FileSystemReader(checkpoint).read_metadata().storage_data or {}
+    except Exception:  # a missing or cut .metadata ends in any of pickle's errors
+        return f"{checkpoint / '.metadata'} is missing or cut short"
+    needed: dict[str, int] = {}
+    for item in storage.values():
+        needed[item.relative_path] = max(needed.get(item.relative_path, 0), item.offset + item.length)
+    for name, size in sorted(needed.items()):
+        shard = checkpoint / name
+        if not shard.is_file() or shard.stat().st_size < size:
+            return f"{shard} is missing or cut short"
+    for rank in range(processes):
+        rng = checkpoint / f"rng_{rank}.pt"
+        try:
+            torch.load(rng, weights_only=True)
+        except Exception:  # missing, cut short or not a torch file
+            return f"{rng} is missing or cut short"
+    return None
+
+
+def newest_intact_checkpoint(files: RunFiles, main_process: bool) -> Path | None:
+    """The newest finished checkpoint without damage, naming each damaged one passed over in one line; refuses
+    when every checkpoint is damaged."""
+    damage = []
+    for checkpoint in reversed(files.finished_checkpoints()):
+        problem = checkpoint_damage(checkpoint)
+        if problem is None:
+            return checkpoint
+        damage.append(problem)
+        if main_process:
+            print(f"checkpoint {checkpoint.name} is damaged: {problem}; taking the previous checkpoint")
+    if damage:
+        raise ScoreError(f"cannot resume {files.root}: no complete checkpoint is left ({'; '.join(damage)})")
+    return None
+
+
+@contextmanager
+def writing(folder: Path):
+    """An OSError while writing under `folder` (read-only, disk full, a file where a folder belongs), also one
+    that torch.distributed.checkpoint wraps, ends the run with one line naming the folder."""
+    try:
+        yield
+    except (OSError, CheckpointException) as error:
+        failures = error.failures.values() if isinstance(error, CheckpointException) else [(error, None)]
+        cause = next((failure for failure, _ in failures if isinstance(failure, OSError)), None)
+        if cause is None:
+            raise
+        raise ScoreError(f"cannot write to {folder}: {cause.strerror or cause}") from error
 
 
 def save_atomically(target: Path, write) -> None:
@@ -202,7 +295,8 @@ def save_model(accelerator: Accelerator, policy, tokenizer, target: Path) -> Non
             model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
 
-        save_atomically(target, write)
+        with writing(target.parent):
+            save_atomically(target, write)
     accelerator.wait_for_everyone()
 
 
@@ -241,31 +335,32 @@ def quiet_single_process():
 def save_checkpoint(accelerator: Accelerator, files: RunFiles, policy, optimizer, scheduler, step: int, stage: int,
                     keep: int) -> None:  # fmt: skip
     """step_<step>/: policy and optimizer (sharded as they are held), scheduler, every process's RNG state."""
-    target = files.checkpoints / f"step_{step}"
-    tmp = target.with_name(target.name + ".tmp")
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    model_state, optimizer_state = get_state_dict(policy, optimizer)
-    with quiet_single_process():
-        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
-    torch.save(random_states(), tmp / f"rng_{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()  # every process's files are in tmp before it becomes a checkpoint
-    if accelerator.is_main_process:
-        state = {
-            "step": step,
-            "stage": stage,
-            "data_position": step,
-            "processes": accelerator.num_processes,
-            "scheduler": scheduler.state_dict(),
-        }
-        (tmp / "trainer_state.json").write_text(json.dumps(state))
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-        for old in files.finished_checkpoints()[:-keep]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
+    with writing(files.checkpoints):
+        target = files.checkpoints / f"step_{step}"
+        tmp = target.with_name(target.name + ".tmp")
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        model_state, optimizer_state = get_state_dict(policy, optimizer)
+        with quiet_single_process():
+            dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
+        torch.save(random_states(), tmp / f"rng_{accelerator.process_index}.pt")
+        accelerator.wait_for_everyone()  # every process's files are in tmp before it becomes a checkpoint
+        if accelerator.is_main_process:
+            state = {
+                "step": step,
+                "stage": stage,
+                "data_position": step,
+                "processes": accelerator.num_processes,
+                "scheduler": scheduler.state_dict(),
+            }
+            (tmp / "trainer_state.json").write_text(json.dumps(state))
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+            for old in files.finished_checkpoints()[:-keep]:
+                shutil.rmtree(old)
+        accelerator.wait_for_everyone()
 
 
 def load_checkpoint(accelerator: Accelerator, checkpoint: Path, policy, optimizer, scheduler) -> int:
@@ -288,8 +383,8 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, policy, optimize
     return state["step"]
 
 
-def keep_logged_steps(files: RunFiles, upto: int) -> None:
-    """On resume, drop log lines of steps after the checkpoint: they will be run again."""
+def keep_logged_steps(files: RunFiles, before: int) -> None:
+    """On resume, drop log lines of the steps from `before` on: they will be run again."""
     for path in (files.metrics, files.samples):
         if path.exists():
             kept = []
@@ -298,6 +393,6 @@ def keep_logged_steps(files: RunFiles, upto: int) -> None:
                     step = json.loads(line)["step"]
                 except (json.JSONDecodeError, KeyError, TypeError):
                     continue  # a line cut short when the run was killed
-                if step <= upto:
+                if step < before:
                     kept.append(line)
             path.write_text("".join(line + "\n" for line in kept))

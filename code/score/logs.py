@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from score.checkpoints import RunFiles
+from score.checkpoints import RunFiles, writing
 from score.data import Problem
 from score.diagnostics import edit_distance, same_answer
 from score.grader import extract_answer
@@ -75,31 +75,34 @@ def step_record(accelerator, rollout, summed, times, step, stage, scheduler, gra
 
 
 class MetricsLogger:
-    """metrics.jsonl, samples.jsonl and TensorBoard, written by the main process only."""
+    """metrics.jsonl, samples.jsonl and TensorBoard, written by the main process only. A resumed run passes the
+    first step it logs again as purge_step: TensorBoard then drops the older events from that step on."""
 
-    def __init__(self, files: RunFiles, enabled: bool):
+    def __init__(self, files: RunFiles, enabled: bool, purge_step: int | None = None):
         self.files, self.enabled = files, enabled
         self.writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(files.root / "tensorboard"))
+            with writing(files.root):
+                self.writer = SummaryWriter(str(files.root / "tensorboard"), purge_step=purge_step)
 
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
-        with self.files.metrics.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)):
-                tag = key.replace("heldout_", "heldout/", 1) if key.startswith("heldout_") else f"train/{key}"
-                self.writer.add_scalar(tag, value, record["step"])
-        self.writer.flush()
+        with writing(self.files.root):
+            with self.files.metrics.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    tag = key.replace("heldout_", "heldout/", 1) if key.startswith("heldout_") else f"train/{key}"
+                    self.writer.add_scalar(tag, value, record["step"])
+            self.writer.flush()
 
     def samples(self, step: int, stage: int, batch: list[Problem], rollout: Rollout) -> None:
         if not self.enabled:
             return
-        with self.files.samples.open("a") as f:
+        with writing(self.files.root), self.files.samples.open("a") as f:
             for row in range(min(SAMPLES_LOGGED, len(rollout.texts))):
                 problem = batch[int(rollout.problem_index[row])]
                 entry = {
