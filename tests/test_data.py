@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 from score import tiny
 from score.config import REPO_ROOT, ScoreError
-from score.data import Problem, load_math, subject_key
+from score.data import MissingSplit, Problem, load_math, subject_key
 
 MATH500 = REPO_ROOT.parent / "shared" / "data" / "math500.jsonl"
 
@@ -220,6 +220,25 @@ def test_local_dataset_folder_through_datasets(tmp_path, monkeypatch):
     assert [p.id for p in test] == [r["unique_id"] for r in rows if r["unique_id"].startswith("test")]
     with pytest.raises(ScoreError, match=r"has no split 'validation' \(it has: train, test\)"):
         load_math(folder, split="validation")
+
+
+def test_separate_split_refuses_a_source_read_whole(tmp_path, monkeypatch):
+    # Evaluation's default (data.source's test split) must not silently become the training problems.
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    rows = tiny.sample_problems()
+    path = rows_jsonl(tmp_path / "train.jsonl", rows)
+    assert len(load_math(path, split="test")) == len(rows)  # without separate_split a file is its own split
+    with pytest.raises(MissingSplit, match=r"train.jsonl is a single file, so it has no 'test' split of its own$"):
+        load_math(path, split="test", separate_split=True)
+    folder = tmp_path / "hubcopy"
+    folder.mkdir()
+    rows_jsonl(folder / "train.jsonl", rows)
+    with pytest.raises(MissingSplit, match=r"has no 'test' split \(it has: train\)$"):
+        load_math(folder, split="test", separate_split=True)
+    rows_jsonl(folder / "test.jsonl", rows[:2])
+    assert len(load_math(folder, split="test", separate_split=True)) == 2
 
 
 def test_hub_dataset_id(monkeypatch):

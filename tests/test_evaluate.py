@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 from score import evaluate as ev
 from score.config import REPO_ROOT, ScoreError, load_config
 from score.data import Problem
+from transformers import AutoModelForCausalLM
 
 
 def record(pid: str, *correct: bool, subject: str = "Algebra", level: int = 1) -> dict:
@@ -99,7 +101,19 @@ def test_evaluate_tiny_model_end_to_end_and_resume(tmp_path, tiny_model_dir, sam
 
     # An interruption mid-write: three whole records and one cut short. Only the missing three are redone.
     (out / "generations.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])
-    generated = []
+    generated = counting_generations(monkeypatch)
+    ev.evaluate(cfg)
+    assert sorted(generated) == sorted(json.loads(line)["id"] for line in lines[3:])
+    assert json.loads((out / "metrics.json").read_text()) == metrics  # greedy: the same numbers
+    assert len(ev.read_generations(out / "generations.jsonl")) == 6  # the cut line is gone, not merged
+
+    with pytest.raises(ScoreError, match=r"other settings \(eval.max_new_tokens 6 -> 7\); choose another eval.name"):
+        ev.evaluate(eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.max_new_tokens=7"))
+
+
+def counting_generations(monkeypatch) -> list[str]:
+    """The ids of the problems evaluate generates from here on."""
+    generated: list[str] = []
     real = ev.generate_rollouts
 
     def counting(model, tokenizer, problems, *args, **kwargs):
@@ -107,13 +121,63 @@ def test_evaluate_tiny_model_end_to_end_and_resume(tmp_path, tiny_model_dir, sam
         return real(model, tokenizer, problems, *args, **kwargs)
 
     monkeypatch.setattr(ev, "generate_rollouts", counting)
-    ev.evaluate(cfg)
-    assert sorted(generated) == sorted(json.loads(line)["id"] for line in lines[3:])
-    assert json.loads((out / "metrics.json").read_text()) == metrics  # greedy: the same numbers
-    assert len(ev.read_generations(out / "generations.jsonl")) == 6  # the cut line is gone, not merged
+    return generated
 
-    with pytest.raises(ScoreError, match="other settings"):
-        ev.evaluate(eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.max_new_tokens=7"))
+
+def test_changed_weights_are_evaluated_again(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch, capsys):
+    # The same model folder rewritten with other weights (a run trained further): nothing of the old model is reused.
+    model_dir = Path(shutil.copytree(tiny_model_dir, tmp_path / "final"))
+    cfg = eval_config(tmp_path, model_dir, sample_jsonl, "eval.max_problems=3")
+    out = ev.evaluate(cfg)
+    before = (out / "generations.jsonl").read_text()
+    generated = counting_generations(monkeypatch)
+    ev.evaluate(cfg)
+    assert generated == []  # unchanged weights and settings: reused
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-1.0)
+    model.save_pretrained(model_dir)
+    assert ev.evaluate(cfg) == out
+    assert len(generated) == 3
+    assert f"the files of {model_dir} changed" in capsys.readouterr().out
+    (aside,) = out.parent.glob(f"{out.name}.superseded-*")
+    assert (aside / "generations.jsonl").read_text() == before  # the old results are kept aside, not lost
+    assert (out / "generations.jsonl").read_text() != before
+
+
+def test_changed_engine_is_refused_naming_it(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch):
+    cfg = eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.max_problems=2")
+    out = ev.evaluate(cfg)
+    monkeypatch.setattr(ev, "resolve_engine_name", lambda name: "vllm")
+    with pytest.raises(
+        ScoreError, match=rf"^{out} holds an evaluation with other settings \(rollout.engine hf -> vllm\)"
+    ):
+        ev.evaluate(cfg)
+
+
+def test_evaluation_checks_the_context_before_generating(
+    tmp_path, tiny_model_dir, sample_jsonl, sample_rows, monkeypatch
+):
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generated before the context check")
+
+    monkeypatch.setattr(ev, "generate_rollouts", no_generation)
+    with pytest.raises(ScoreError, match=r"2 attempts x eval.max_new_tokens=100000 .* context is 4096 tokens"):
+        ev.evaluate(eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.max_new_tokens=100000"))
+    giant = tmp_path / "giant.jsonl"  # one problem far longer than the model's context
+    giant.write_text(json.dumps({**sample_rows[0], "problem": "What is 1 + 1? " * 2000}) + "\n")
+    with pytest.raises(
+        ScoreError,
+        match=r"may need \d{5} tokens .* eval.max_new_tokens=6 plus .* instructions, \d{5}\) .* context is 4096",
+    ):
+        ev.evaluate(eval_config(tmp_path, tiny_model_dir, giant))
+
+
+def test_empty_eval_source_never_evaluates_on_a_training_file(tmp_path, tiny_model_dir, sample_jsonl):
+    cfg = eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.source=", f"data.source={sample_jsonl}")
+    with pytest.raises(ScoreError, match=rf"^eval.source is empty and data.source {sample_jsonl} is a single file"):
+        ev.evaluate(cfg)
 
 
 def test_compare_table_and_missing_compare(tmp_path, tiny_model_dir, sample_jsonl):
@@ -165,7 +229,7 @@ def test_sampled_evaluation_scaling_and_resume(tmp_path, tiny_model_dir, sample_
     assert (ev.evaluate(again) / "samples.jsonl").read_text() == (out / "samples.jsonl").read_text()
     monkeypatch.setattr(ev, "generate_rollouts", None)
     ev.evaluate(cfg)
-    with pytest.raises(ScoreError, match="eval.samples"):
+    with pytest.raises(ScoreError, match=r"sampled conversations with other settings \(eval.seed 0 -> 1\)"):
         ev.evaluate(
             eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.samples=4", "eval.max_problems=3", "eval.seed=1")
         )

@@ -19,12 +19,29 @@ def test_pass_at_k_by_hand_and_by_enumeration():
         scaling.pass_at_k(4, 5, 1)
 
 
+def vote(*votes: tuple[str | None, bool]) -> bool:
+    return scaling.majority_correct(scaling.answer_classes([a for a, _ in votes]), [c for _, c in votes])
+
+
 def test_majority_vote():
-    assert scaling.majority_correct([("2", False), ("3", True), ("3", True)])
-    assert not scaling.majority_correct([("2", False), ("3", True), ("2", False)])
-    assert not scaling.majority_correct([("2", False), ("3", True)])  # a tie goes to the answer seen first
-    assert scaling.majority_correct([(None, False), (" 3", True), (None, False)])  # no answer, no vote
-    assert not scaling.majority_correct([(None, False), ("", False)])
+    assert vote(("2", False), ("3", True), ("3", True))
+    assert not vote(("2", False), ("3", True), ("2", False))
+    assert not vote(("2", False), ("3", True))  # a tie goes to the answer seen first
+    assert vote((None, False), (" 3", True), (None, False))  # no answer, no vote
+    assert not vote((None, False), ("", False))
+
+
+def test_majority_votes_on_equivalent_answers():
+    # Gold 1/2: three ways of writing it outvote two 3s (as raw strings they were three votes of one each).
+    answers = ["1/2", "\\frac{1}{2}", "0.5", "3", "3"]
+    assert scaling.answer_classes(answers) == [0, 0, 0, 1, 1]
+    samples = [[{"answer": a, "correct": a != "3"}] for a in answers]
+    m = scaling.sampled_metrics([samples])
+    assert [m["majority_at_k_t1"][k] for k in (1, 2, 3, 4, 5)] == [1.0] * 5
+    # The equal-budget comparison inherits it: at k = 10 it votes on 5 second attempts, three of them halves.
+    conversations = [sample("3", False, a, a != "3") for a in ("3", "\\frac{2}{4}", "0.50", "3", "1/2")]
+    conversations += [sample("3", False, "3", False) for _ in range(5)]
+    assert scaling.sampled_metrics([conversations])["equal_budget"][10]["sequential_t2"] == 1.0
 
 
 def sample(a1, c1, a2, c2):

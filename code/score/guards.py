@@ -1,4 +1,5 @@
-"""Checks made before training starts, so that a run that cannot be right fails at once with one clear error."""
+"""Checks made before training or evaluation starts, so that a run that cannot be right fails at once with one clear
+error."""
 
 from __future__ import annotations
 
@@ -33,12 +34,15 @@ def longest_conversation(tokenizer, problems: list[Problem], cfg: Config, attemp
     return fixed + attempts * max_new_tokens
 
 
-def check_context(tokenizer, model_config, problems: list[Problem], cfg: Config, evaluating: bool) -> None:
-    """Prompt + attempts must fit the model's context (max_position_embeddings), in training and held-out evaluation."""
+def check_context(
+    tokenizer, model_config, problems: list[Problem], cfg: Config, evaluating: bool, training: bool = True
+) -> None:
+    """Prompt + attempts must fit the model's context (max_position_embeddings): the rollout.* budget when training,
+    the eval.* budget when evaluating (held-out evaluation during training, --task evaluate)."""
     context = getattr(model_config, "max_position_embeddings", None)
     if not context or not problems:
         return
-    budgets = [("rollout.max_new_tokens", cfg.train.attempts, cfg.rollout.max_new_tokens)]
+    budgets = [("rollout.max_new_tokens", cfg.train.attempts, cfg.rollout.max_new_tokens)] if training else []
     if evaluating:
         budgets.append(("eval.max_new_tokens", cfg.eval.attempts, cfg.eval.max_new_tokens))
     for name, attempts, max_new_tokens in budgets:
@@ -46,6 +50,6 @@ def check_context(tokenizer, model_config, problems: list[Problem], cfg: Config,
         if need > context:
             raise ScoreError(
                 f"conversations may need {need} tokens ({attempts} attempts x {name}={max_new_tokens} plus the "
-                f"longest prompt and instructions) but the model's context is {context} tokens; lower {name} or "
-                "filter long problems"
+                f"longest prompt and instructions, {need - attempts * max_new_tokens}) but the model's context is "
+                f"{context} tokens; lower {name} or filter long problems"
             )

@@ -4,7 +4,8 @@ From n sampled two-attempt conversations per problem:
   - pass@k of each attempt, by the unbiased estimator 1 - C(n-c, k) / C(n, k) (c of the n samples right;
     Chen et al., 2021), averaged over problems;
   - majority@k of each attempt: the most frequent final answer among the first k samples' answers at that
-    attempt (ties go to the answer that appeared first; no answer casts no vote), right if that answer is;
+    attempt, right if that answer is. Answers vote by the answer checker's equivalence (the one rewards use), so
+    `1/2`, `\\frac{1}{2}` and `0.5` are one answer; ties go to the answer that appeared first; no answer casts no vote;
   - the paper's comparison at an equal budget of k model answers: k independent first attempts with a majority
     vote (parallel, self-consistency) against k/2 conversations each followed by a second attempt, voting on the
     second attempts (sequential self-correction).
@@ -17,6 +18,8 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from score.grader import is_equivalent
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased estimate of P(at least one of k samples right) from n samples of which c are right."""
@@ -27,20 +30,41 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def majority_correct(votes: list[tuple[str | None, bool]]) -> bool:
-    """Whether the majority answer among (answer, correct) votes is right; answers compare as stripped strings."""
-    answers = [(answer.strip(), correct) for answer, correct in votes if answer is not None and answer.strip()]
-    if not answers:
+def answer_classes(answers: list[str | None], timeout: float = 2.0) -> list[int | None]:
+    """The equivalence class of each answer (None: no answer), numbered in order of first appearance.
+
+    An answer joins the first class whose first answer it is equivalent to (grader.is_equivalent, at most
+    `timeout` seconds per comparison), else starts a new class: one comparison per class, not per pair."""
+    firsts: list[str] = []
+    classes: list[int | None] = []
+    for answer in answers:
+        text = answer.strip() if answer else ""
+        if not text:
+            classes.append(None)
+            continue
+        match = (i for i, first in enumerate(firsts) if text == first or is_equivalent(text, first, timeout))
+        found = next(match, len(firsts))
+        if found == len(firsts):
+            firsts.append(text)
+        classes.append(found)
+    return classes
+
+
+def majority_correct(classes: list[int | None], correct: list[bool]) -> bool:
+    """Whether the most frequent answer class is right (judged by its first answer); ties go to the class that
+    appeared first, and no answer (None) casts no vote."""
+    counts = Counter(c for c in classes if c is not None)
+    if not counts:
         return False
-    counts = Counter(answer for answer, _ in answers)
     top = max(counts.values())
-    winner = next(answer for answer, _ in answers if counts[answer] == top)  # first to reach the top count
-    return next(correct for answer, correct in answers if answer == winner)
+    winner = min(c for c, count in counts.items() if count == top)  # classes are numbered by first appearance
+    return bool(correct[classes.index(winner)])
 
 
-def sampled_metrics(records: list[list[list[dict]]]) -> dict:
+def sampled_metrics(records: list[list[list[dict]]], timeout: float = 2.0) -> dict:
     """records[problem][sample][attempt] = {"answer", "correct"}. pass@k and majority@k per attempt for
-    k = 1..n, and the equal-budget comparison for even k (needs 2 attempts). Fractions of the problems."""
+    k = 1..n, and the equal-budget comparison for even k (needs 2 attempts). Fractions of the problems.
+    timeout: seconds per answer comparison when grouping answers into classes for the vote."""
     n = min(len(samples) for samples in records)
     attempts = min(len(sample) for samples in records for sample in samples)
     problems = len(records)
@@ -48,9 +72,13 @@ def sampled_metrics(records: list[list[list[dict]]]) -> dict:
     for t in range(attempts):
         hits = [sum(bool(s[t]["correct"]) for s in samples[:n]) for samples in records]
         out[f"pass_at_k_t{t + 1}"] = {k: sum(pass_at_k(n, c, k) for c in hits) / problems for k in range(1, n + 1)}
+        # Classes of all n answers at once: the first k samples' classes are those of a vote among them alone.
+        votes = [
+            (answer_classes([s[t]["answer"] for s in samples[:n]], timeout), [s[t]["correct"] for s in samples[:n]])
+            for samples in records
+        ]
         out[f"majority_at_k_t{t + 1}"] = {
-            k: sum(majority_correct([(s[t]["answer"], s[t]["correct"]) for s in samples[:k]]) for samples in records)
-            / problems
+            k: sum(majority_correct(classes[:k], correct[:k]) for classes, correct in votes) / problems
             for k in range(1, n + 1)
         }
     if attempts >= 2:
