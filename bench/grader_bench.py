@@ -1,6 +1,6 @@
 """Speed and agreement of the answer checker, next to math-verify when that is installed.
 
-    .venv/bin/python bench/grader_bench.py [--data ../shared/data] [--against OLD_GRADER.py [--rounds 30]]
+    .venv/bin/python bench/grader_bench.py [--data ../shared/data] [--against OLD_GRADER_DIR [--rounds 30]]
 
 Sets: the labeled dev file (pairs, hostile cases, full solutions), MATH-500 answers against
 themselves, MATH-500 solutions through `reward`, and MATH-500 answers against the next row's
@@ -9,26 +9,27 @@ set, and the sympy helper is restarted (a warm-up call forks it outside the timi
 pair is graded cold.
 Single process: one core (the helper process only runs while the caller waits on it).
 
---against times an older single-file grader (e.g. `git show 25f76f7:code/score/grader.py > /tmp/old.py`)
-against this one on the same sets, interleaved round by round (who goes first alternates), cold caches
-each time, and prints the median throughput of each and their ratio: a speed comparison from one run.
+--against times a copy of an older score/grader/ package (e.g. `mkdir /tmp/old && git archive HEAD
+code/score/grader | tar -x -C /tmp/old`, then `--against /tmp/old/code/score/grader`) against this one on the
+same sets, interleaved round by round (who goes first alternates), cold caches each time, and prints the
+median throughput of each and their ratio: a speed comparison from one run.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
-from score import grader  # noqa: E402
 from score.config import REPO_ROOT  # noqa: E402
-from score.grader import normalize, parse, symbolic  # noqa: E402
 
 
 def load_sets(data: Path) -> dict[str, list[tuple[str, str, str, bool | None]]]:
@@ -50,41 +51,39 @@ def load_sets(data: Path) -> dict[str, list[tuple[str, str, str, bool | None]]]:
     return sets
 
 
-def ours(kind: str, pred: str, gold: str) -> bool:
-    if kind == "solution":
-        return grader.reward(pred, gold) == 1.0
-    return grader.is_equivalent(pred, gold)
+def checker(name: str):
+    """(check, clear) of the grader package `name`: `clear` starts each set cold (empty caches, fresh sympy
+    helpers whose sympy caches are empty, forked outside the timings)."""
+    package = importlib.import_module(name)
+    normalize, parse, symbolic = (
+        importlib.import_module(f"{name}.{stage}") for stage in ("normalize", "parse", "symbolic")
+    )
+
+    def check(kind: str, pred: str, gold: str) -> bool:
+        return package.reward(pred, gold) == 1.0 if kind == "solution" else package.is_equivalent(pred, gold)
+
+    def clear() -> None:
+        normalize.normalize.cache_clear()
+        parse.structure.cache_clear()
+        symbolic.close_helpers()
+        package.is_equivalent("\\sqrt{8}", "2\\sqrt{2}")
+        symbolic._VERDICTS.clear()
+
+    return check, clear
 
 
-def clear_caches() -> None:
-    """Cold start for each set: our caches, and fresh sympy helpers (whose sympy caches are empty)."""
-    normalize.normalize.cache_clear()
-    parse.structure.cache_clear()
-    symbolic.close_helpers()
-    grader.is_equivalent("\\sqrt{8}", "2\\sqrt{2}")  # fork the helper outside the timings
-    symbolic._VERDICTS.clear()
+ours, clear_caches = checker("score.grader")
 
 
 def old_checker(path: Path):
-    """(check, clear) of a single-file grader module (the layout before score/grader/ was a package)."""
-    spec = importlib.util.spec_from_file_location("grader_old", path)
-    old = importlib.util.module_from_spec(spec)
-    sys.modules["grader_old"] = old  # multiprocessing pickles its functions by module name
-    spec.loader.exec_module(old)
-
-    def check(kind: str, pred: str, gold: str) -> bool:
-        return old.reward(pred, gold) == 1.0 if kind == "solution" else old.is_equivalent(pred, gold)
-
-    def clear() -> None:
-        old._normalize.cache_clear()
-        old._structure.cache_clear()
-        old._VERDICTS.clear()
-        while old._IDLE:
-            old._IDLE.pop().close()
-        old.is_equivalent("\\sqrt{8}", "2\\sqrt{2}")
-        old._VERDICTS.clear()
-
-    return check, clear
+    """(check, clear) of a copy of an older score/grader/ package, imported as `grader_old` (its imports of
+    score.grader rewritten) so that both run in one process."""
+    copy = Path(tempfile.mkdtemp()) / "grader_old"
+    shutil.copytree(path, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    for module in copy.glob("*.py"):
+        module.write_text(module.read_text().replace("score.grader", "grader_old"))
+    sys.path.insert(0, str(copy.parent))  # multiprocessing pickles its functions by module name
+    return checker("grader_old")
 
 
 def timed(rows, check, before) -> tuple[float, int]:
@@ -161,7 +160,7 @@ def run(name: str, rows, check, before=None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
-    parser.add_argument("--against", type=Path, help="an older single-file grader.py to compare speed with")
+    parser.add_argument("--against", type=Path, help="a copy of an older score/grader/ to compare speed with")
     parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds of --against")
     args = parser.parse_args()
     sets = load_sets(args.data)

@@ -190,6 +190,16 @@ CLASS_EQUAL = {
         ("0212_3", "212_3"),
         ("23_{10}", "23"),
         ("A3_{16}", "A3"),
+        ("-221", "-221_3"),  # the base is in the gold only: the problem asked for base 3
+        ("100100_b", "100100_2"),
+        ("100100_b", "100100"),
+        ("221₃", "221_3"),
+        ("221₃", "221"),
+    ],
+    "juxtaposed factorials": [
+        ("5!2!", "240"),
+        ("\\frac{7!}{5!2!}", "21"),
+        ("3!2!1!", "12"),
     ],
     "numbers in words": [
         ("seven", "7"),
@@ -249,6 +259,17 @@ CLASS_UNEQUAL = {
         ("212_3", "221_3"),
         ("A3_{16}", "A3_{15}"),
         ("A3_{16}", "163"),
+        ("-221", "221_3"),
+        ("221", "-221_3"),
+        ("100100_b", "100101_2"),
+        ("100100_b", "36"),
+        ("221₃", "221_4"),
+        ("x_b", "x_2"),
+    ],
+    "juxtaposed factorials": [
+        ("5!2!", "120"),
+        ("5!2!", "7!"),
+        ("\\frac{7!}{5!2!}", "42"),
     ],
     "numbers in words": [
         ("seven", "8"),
@@ -278,6 +299,38 @@ def test_answer_class_equal(pred, gold):
 def test_answer_class_unequal(pred, gold):
     assert not is_equivalent(pred, gold)
     assert not is_equivalent(gold, pred)
+
+
+# A decimal gold of 6 or more significant digits rounds an exact answer (within 2 units of its last place).
+ROUNDED_BY_GOLD = [
+    ("\\frac{\\pi}{4}", "0.78539815"),
+    ("\\sqrt{2}", "1.414214"),
+    ("e^2", "7.389056"),
+    ("\\frac{1}{3}", "0.33333333"),
+    ("2\\pi", "6.283185"),
+]
+NOT_ROUNDED_BY_GOLD = [
+    ("\\frac{\\pi}{4}", "0.78539900"),
+    ("2\\pi", "6.283195"),
+    ("\\sqrt{2}", "1.414224"),
+    ("\\pi", "3.14"),  # too few digits to stand for pi
+    ("\\frac{1}{3}", "0.33"),
+    ("1", "1.0000001"),  # a plain number is compared as written
+    ("0.785398", "0.78539815"),
+    ("x", "1.414214"),
+    ("\\pi i", "3.141593"),
+]
+
+
+@pytest.mark.parametrize("exact, decimal", ROUNDED_BY_GOLD)
+def test_decimal_gold_rounds_an_exact_answer(exact, decimal):
+    assert is_equivalent(exact, decimal)
+    assert not is_equivalent(decimal, exact)  # a decimal answer to an exact gold stays wrong
+
+
+@pytest.mark.parametrize("exact, decimal", NOT_ROUNDED_BY_GOLD)
+def test_decimal_gold_near_misses(exact, decimal):
+    assert not is_equivalent(exact, decimal)
 
 
 def test_exact_same_string_and_non_strings():

@@ -1,5 +1,5 @@
 import pytest
-from score.grader import extract_answer
+from score.grader import extract_answer, reward
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,6 @@ def test_extract_answer(solution, answer):
         "\\boxed{   }",
         "\\boxed{\\frac{1}{2}",  # truncated: unbalanced
         "The final answer is $\\frac{1}{2}",  # unclosed math
-        "\\boxed{1} then \\boxed{\\frac{3}{",  # the last answer is the broken one
     ],
 )
 def test_extract_answer_none(solution):
@@ -69,7 +68,7 @@ def test_multiple_choice_in_prose_in_both_modes(solution, answer):
         ("There were 1,000 of them. That makes 250 per box.", "250"),
         ("So the side is 3.5 cm. ", "3.5"),
         ("So the answer is B = 5.", "5"),  # B = 5 names no choice
-        ("The area is 12. So $x = \\frac{3}{4}$.", "x = \\frac{3}{4}"),
+        ("The area is 12. So $x = \\frac{3}{4}$.", "\\frac{3}{4}"),
         ("We get 12 apples. I hope this helps!", None),  # the last sentence has no number
         ("\\boxed{\\frac{1}{2}", None),  # a broken box is no answer, even for lenient
         ("The final answer is $\\frac{1}{2}", None),
@@ -89,3 +88,120 @@ def test_lenient_keeps_boxed_and_paper_forms():
 def test_unknown_extraction_mode_is_an_error():
     with pytest.raises(ValueError, match="lenient"):
         extract_answer("\\boxed{1}", "loose")
+
+
+@pytest.mark.parametrize(
+    "solution, answer",
+    [
+        ("So the answer is 42.", "42"),
+        ("THE ANSWER IS 42", "42"),
+        ("Hence the final answer is 18 dollars.", "18 dollars"),
+        ("The answer is: **7**", "7"),
+        ("The answer is $18.", "$18"),  # a dollar amount, not the start of maths
+        ("The answer is $\\frac{1}{2}$ because it halves.", "\\frac{1}{2}"),
+        ("The answer is 2√3.", "2√3"),
+        ("She sold 48/2 = 24 clips.\n#### 72", "72"),
+        ("#### 1,234", "1,234"),
+        ("We add them.\nAnswer: 3/4", "3/4"),
+        ("**Answer:** 12", "12"),
+        ("Answer: \\frac{1}{2}", "\\frac{1}{2}"),
+        ("A: 5", "5"),
+        ("<think>maybe 3</think><answer>7</answer>", "7"),
+        ('{"reasoning": "2+2", "answer": "4"}', "4"),
+        ('{"answer": 4.5}', "4.5"),
+        ("The answer is True.", "True"),
+        ("so the answer is (c).", "(C)"),
+        # several markers: the last complete one
+        ("\\boxed{5}, no, \\boxed{7}. So \\boxed{", "7"),
+        ("\\boxed{1} then \\boxed{\\frac{3}{", "1"),
+        ("The final answer is $68$. Checking the options, the answer is (B).", "(B)"),
+        ("The answer is 3.\n#### 4", "4"),
+        ("\\boxed{2}\n\nQuestion: Tom has 5 apples and eats 2. The answer is 3.", "2"),  # ran on: not ours
+    ],
+)
+def test_explicit_answer_markers_in_both_modes(solution, answer):
+    assert extract_answer(solution) == answer
+    assert extract_answer(solution, "lenient") == answer
+
+
+@pytest.mark.parametrize(
+    "solution",
+    [
+        "The answer is correct.",
+        "The answer is less than 10.",
+        "The answer is 5 or less.",
+        "The answer is 3, 4 or 5.",
+        "The answer is 5. No: the answer is 3 + 4 = 7.",  # an unreadable later answer hides the older one
+        "#### Step 2: compute the total",  # a markdown heading
+        "#### 2. Compute the total",
+        "A: Natalia sold 48 clips in April and half as many in May.",
+        "To answer (a), note that 5 > 3.",
+        "<answer>5",
+        '{"answer": "5',
+        "<answer>The total is 19.</answer>",  # prose in the tags is no explicit answer
+    ],
+)
+def test_near_miss_markers_give_no_strict_answer(solution):
+    assert extract_answer(solution) is None
+
+
+@pytest.mark.parametrize(
+    "solution, lenient",
+    [
+        ("The answer is 5. No: the answer is 3 + 4 = 7.", "7"),
+        ("<answer>\nThe total is 19.\n</answer>", "19"),
+        ("The total is 19.\n</answer>", "19"),
+        ("The result is 42.\n```", "42"),
+        ("Thus:\n\\[\nx = 5\n\\]", "5"),
+        ("So $48/2 = 24$.", "24"),
+        ("Hence $x \\approx 0.785$.", "0.785"),
+        ("So $2x + 3y = 6$.", "2x + 3y = 6"),  # an equation is the answer, not its right side
+        ("The roots are [2, 2].", "2, 2"),
+        ("Four containers.", "Four"),
+        ("The discount is 25%.", "25%"),
+        ("She has $350 - $100 = $250 left.", "250"),
+        ("It is 2√3.", "2√3"),
+        ("No one came.", None),
+        ("So $x = \\frac{4}{n} - \\frac{1}{", None),  # cut off mid-expression
+        ("The total is 5 +", None),
+        ("She sold 5 cups.\nQuestion: How many cups are left? He has 9 left.", None),  # ran on into a new problem
+    ],
+)
+def test_lenient_reads_the_last_sentence_unless_cut_off(solution, lenient):
+    assert extract_answer(solution) is None
+    assert extract_answer(solution, "lenient") == lenient
+
+
+@pytest.mark.parametrize(
+    "solution, gold, extraction",
+    [
+        ("The answer is √3/2.", "\\frac{\\sqrt{3}}{2}", "strict"),
+        ("The answer is 3π/4.", "\\frac{3\\pi}{4}", "strict"),
+        ("#### $1,250", "1250", "strict"),
+        ("The answer is 12 apples.", "12", "strict"),
+        ("The discount is 25%.", "0.25", "lenient"),
+        ("The discount is 25%.", "25", "lenient"),
+        ("She has $350 - $100 = $250 left.", "250", "lenient"),
+        ("Four containers.", "4", "lenient"),
+        ("The roots are [2, 2].", "2, 2", "lenient"),
+        ("Hence $\\frac{\\pi}{4} \\approx 0.785$.", "0.785", "lenient"),
+    ],
+)
+def test_read_answers_are_graded(solution, gold, extraction):
+    assert reward(solution, gold, extraction=extraction) == 1.0
+
+
+@pytest.mark.parametrize(
+    "solution, gold, extraction",
+    [
+        ("She has $350 - $100 = $250 left.", "350", "lenient"),
+        ("The answer is 12 apples.", "13", "strict"),
+        ("The answer is less than 10.", "10", "strict"),
+        ("So $\\frac{4}{n} - \\frac{1}{", "1", "lenient"),  # cut off: no answer, whatever its last number
+        ("No one came.", "1", "lenient"),
+        ("The discount is 25%.", "0.5", "lenient"),
+        ("\\boxed{3}\nProblem: What is 2 + 5? The answer is 7.", "7", "strict"),
+    ],
+)
+def test_near_misses_are_not_credited(solution, gold, extraction):
+    assert reward(solution, gold, extraction=extraction) == 0.0

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 import time
+from fractions import Fraction
 
 from score.grader import symbolic
 from score.grader.exact import exact
 from score.grader.limits import MAX_CHARS, NeedSympy, NotExact, Reject
 from score.grader.normalize import normalize
-from score.grader.parse import structure
+from score.grader.parse import digits, structure
 from score.grader.reals import FLIP, as_reals, inequality, inf_sign, intersection, tidy
 
 
@@ -178,6 +179,34 @@ def _assigned_value(node: tuple) -> tuple:
     return node
 
 
+# A decimal gold this precise stands for an exact value (TheoremQA's 0.78539815 for pi/4); 3.14 and 0.33 do not.
+MIN_SIGNIFICANT_DIGITS = 6
+_DECIMAL = re.compile(r"-?(\d+)\.(\d{1,50})")
+_PLAIN_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
+
+
+def _rounded_by(answer: tuple, written: str, gold: str, use_sympy: bool) -> bool:
+    """Whether a decimal gold of MIN_SIGNIFICANT_DIGITS or more rounds an exact answer (`\\pi/4` and `0.78539815`):
+    within two units of the gold's last place, since golds are computed from rounded constants (pi = 3.1415926)."""
+    decimal = _DECIMAL.fullmatch(gold)
+    if not decimal or answer[0] != "expr" or _PLAIN_NUMBER.fullmatch(written):
+        return False
+    if len((decimal[1] + decimal[2]).lstrip("0")) < MIN_SIGNIFICANT_DIGITS:
+        return False
+    target, tolerance = Fraction(gold), Fraction(2, 10 ** len(decimal[2]))
+    try:
+        value = exact(answer[1])
+        if set(value) <= {()}:
+            return abs(value.get((), Fraction(0)) - target) <= tolerance
+        if any(name not in ("\\pi", "\\e") for mono in value for name, _ in mono):
+            return False  # variables (or i) have no value to round
+    except NotExact:
+        pass
+    if not use_sympy:
+        raise NeedSympy
+    return symbolic.sympy_within(answer[1], target, tolerance)
+
+
 def _equal(a: tuple, b: tuple, use_sympy: bool) -> bool:
     ka, kb = a[0], b[0]
     if "raw" in (ka, kb):
@@ -231,8 +260,8 @@ def compare(a: str, b: str, use_sympy: bool) -> bool:
         # 212_3 is 212 written without its base, but not 212_4 nor 23 (its value in base ten); A3_{16} is A3.
         if (sa[0] == "numeral") != (sb[0] == "numeral"):
             numeral, written = (sa, b) if sa[0] == "numeral" else (sb, a)
-            return (written.lstrip("0") or "0") == numeral[1]
-        return _equal(_canonical(sa), _canonical(sb), use_sympy)
+            return digits(written) == numeral[1]
+        return _equal(_canonical(sa), _canonical(sb), use_sympy) or _rounded_by(sa, a, b, use_sympy)
     except (Reject, ZeroDivisionError, OverflowError, ValueError, RecursionError):
         return False
 

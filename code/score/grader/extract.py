@@ -1,26 +1,70 @@
 """Extraction: the final answer of a written solution, as a string.
 
-Strict (the default, for training rewards): the last \\boxed{...} / \\fbox{...}, or the paper's `The final
-answer is $...$. I hope it is correct.`, or a multiple-choice letter named in prose ("the answer is (D)").
-Lenient (for evaluating models not trained on the format) also takes the last number, or the last $...$,
-of the last sentence ("19 people attended.").
+Strict (the default, for training rewards) reads explicit answer markers only, none of them a guess:
+\\boxed{...} / \\fbox{...}, the paper's `The final answer is $...$. I hope it is correct.`, "the answer is N"
+(any case; N a number, $...$, True/False or an option letter), GSM8K's `#### N`, a line starting `Answer:` or
+`A:`, <answer>...</answer> tags, a JSON "answer" field. The last complete one wins; an incomplete one (a
+cut-off `\\boxed{`) is passed over. Text after the output runs on into a new problem ("\\nQuestion: ...") is
+another problem's and is not read.
+Lenient (for evaluating models not trained on the format) also reads, when there is no marker, the value
+stated by the last sentence ("19 people attended.", "$48/2 = 24$", "Four containers."), unless the text
+was cut off mid-expression.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
+from score.grader.units import words_to_number
+
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
-_FINAL = re.compile(r"final answer(?:\s*is|\s*:)", re.IGNORECASE)
+# Explicit markers are found from keywords in the ASCII-lowercased text (str.find is far faster than a regex
+# of alternatives), then read at that position: "answer" in `final answer is`/`:`, `answer is`, `Answer:` at a
+# line start, <answer>, "answer": ; "option"/"choice" in a letter named in prose; `####` and `A:` at a line start.
+_KEYWORDS = ("answer", "option", "choice", "####", "a:")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_AFTER_ANSWER = re.compile(r"answer\s*\**\s*(?:(is)\b|:)")  # group 1: `is`, else a colon
+_JSON_KEY = re.compile(r'"answer"\s*:')
 _HOPE = re.compile(r"I hope it is correct", re.IGNORECASE)
 # "the answer is (D)", "Answer: \\textbf{(C)}", "among A through E, the answer is D."
 _PROSE_CHOICE = re.compile(
     r"(?i:answer|option|choice)(?:\s+(?i:is|would be|should be))?\s*:?\s*(?:(?i:option|choice)\s+)?"
-    r"(?:\$|\*\*|\\text(?:bf)?\{)*\s*(?:\(([A-E])\)|([A-E])(?![\w(]|\s*[=+\-*/^]))"
+    r"(?:\$|\*\*|\\text(?:bf)?\{)*\s*(?:\(([A-E])\)|([A-E])(?=\s*(?:[.,;:!}$]|\*\*|\n|\Z)))"
 )
+# A value written after a marker: a number (with currency, thousands, %, √, π and up to two unit words) or an
+# option letter or True/False, each ending its statement; or a complete $...$ / \(...\) / \[...\].
+_NUM = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+_TERM = r"(?:" + _NUM + r"(?:√\(?\d+\)?|π)*|(?:√\(?\d+\)?|π)+)"
+_QUANTITY = r"[-+]?(?:\\?\$ ?)?" + _TERM + r"(?:/" + _TERM + r")?(?: ?\\?%)?"
+_END = r"(?=[ \t]*(?:\*\*|__)?[ \t]*(?:[.!?;)]?[ \t]*(?:\n|\Z)|[.!?;][ \t]))"
+_NOT_UNIT = r"(?!(?:or|and|if|than|times|plus|minus|but|not|less|more)\b)"
+_VALUE = re.compile(
+    r"[ \t]*:?[ \t]*(?:\*\*|__)?[ \t]*(?:"
+    rf"(?P<quantity>{_QUANTITY}(?:[ \t]+{_NOT_UNIT}[A-Za-z]+){{0,2}}){_END}"
+    rf"|\((?P<letter>[a-eA-E])\){_END}|(?P<truth>True|False|true|false|TRUE|FALSE){_END}"
+    r"|\$\$(?P<display>.+?)\$\$|\$(?P<inline>(?:[^$\\]|\\.)+)\$|\\\((?P<paren>.+?)\\\)|\\\[(?P<bracket>.+?)\\\]"
+    r")",
+    re.DOTALL,
+)
+_PROSE = re.compile(r"(?<![\\\w])[A-Za-z]{2,}\s+[A-Za-z]{2,}\s+[A-Za-z]{2,}")  # three words in a row
+_NUMBER_NEXT = re.compile(r"[ \t:*]*[-+]?\\?\$?\d")  # "the answer is 3 + 4 = 7": a number we cannot read
+_HASHES_VALUE = re.compile(rf"[ \t]*({_QUANTITY})[ \t]*(?:\n|\Z)")
+_JSON_VALUE = re.compile(r'\s*("(?:[^"\\\n]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)')
+# The output runs on into a new problem (a model continuing its few-shot prompt): what follows is not ours.
+_RUN_ON = re.compile(r"\n[ \t]*(?:#+[ \t]*|\*\*)?(?:Problem|Question|Q)(?:[ \t]+\d+)?[ \t]*(?:\*\*)?[ \t]*:")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _MATH_SPAN = re.compile(r"(?<!\\)\$([^$]+)(?<!\\)\$|\\\((.+?)\\\)")
-_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:/\d+)?")
+_QUANTITY_RE = re.compile(_QUANTITY)
+_PROSE_LIST = re.compile(rf"\[\s*({_QUANTITY}(?:\s*,\s*{_QUANTITY})+)\s*\]")  # "the roots are [2, 2]"
+# Lines that close markup after the last sentence: </answer>, code fences, a display's \] or $$.
+_CLOSING_LINES = re.compile(r"(?:\s*(?:</[A-Za-z]+>|```[A-Za-z]*|<\|[a-z_]+\|>|\\\]|\$\$))+\s*\Z")
+_DOLLAR_NOT_CURRENCY = re.compile(r"(?<!\\)\$(?!\d)")  # $350 - $100 = $250 are amounts, not maths
+_OPEN_END = re.compile(r"[-+*/=^_{(\[,\\&]\s*\Z")
+_RELATION = re.compile(r"=|\\approx|≈")
+_NAME_SIDE = re.compile(r"\s*(?:[A-Za-z](?:_\{?\w+\}?)?|[^A-Za-z]*)\s*")  # `x`, `A_1`, or no variable
+_WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
+_NOT_NUMBER_BEFORE_ONE = {"no", "the", "any", "every", "some", "each", "this", "that", "which"}  # "no one"
 EXTRACTION_MODES = ("strict", "lenient")
 
 
@@ -99,56 +143,172 @@ def unwrap(answer: str) -> str:
     return answer.rstrip(" .")
 
 
-def _marked_answer(solution: str, boxes: list[re.Match], finals: list[re.Match]) -> str | None:
-    """The last \\boxed{...} / \\fbox{...} / `\\boxed 5`, or the paper's
-    `Final Answer: The final answer is $...$. I hope it is correct.`, whichever comes last."""
-    box_at = boxes[-1].start() if boxes else -1
-    final_at = finals[-1].start() if finals else -1
-    answer, paper_form = _final_answer_content(solution, finals[-1].end()) if finals else (None, False)
-    # A later "final answer is ..." in plain prose ("I think the final answer is right") does not
-    # override a \boxed answer; the paper's form does.
-    if box_at > final_at or (boxes and not paper_form):
-        boxed = _boxed_content(solution, boxes[-1].end())
-        answer = None if boxed is None else boxed[0]
-    return answer
+def _value(match: re.Match) -> str:
+    """The answer that a _VALUE match read: an option letter as (C), a quantity with its unit words."""
+    if match["letter"]:
+        return f"({match['letter'].upper()})"
+    return next(match[k] for k in ("quantity", "truth", "display", "inline", "paren", "bracket") if match[k])
 
 
-def _prose_choice(solution: str) -> str | None:
-    """The letter of the last "the answer is (D)" phrase, as (D)."""
-    matches = list(_PROSE_CHOICE.finditer(solution))
-    return f"({matches[-1][1] or matches[-1][2]})" if matches else None
+def _keyword_markers(text: str, since: int) -> list[tuple[int, str, int]]:
+    """The explicit markers other than boxes from text[since:] on, as (start, kind, where its value starts)."""
+    marks = []
+    lower = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)  # same length, same offsets
+    for keyword in _KEYWORDS:
+        at = lower.find(keyword, since)
+        while at >= 0:
+            line = lower[lower.rfind("\n", 0, at) + 1 : at]
+            at_line_start = not line.strip(" \t>*#")
+            if keyword in ("option", "choice", "answer") and (choice := _PROSE_CHOICE.match(text, at)):
+                marks.append((at, "choice", choice.end()))
+            if keyword == "answer":
+                after, json_key = _AFTER_ANSWER.match(lower, at), _JSON_KEY.match(lower, at - 1)
+                if lower.startswith("<answer>", at - 1):
+                    marks.append((at - 1, "tag", at + 7))
+                elif json_key:
+                    marks.append((at - 1, "json", json_key.end()))
+                elif after and line.rstrip().endswith("final") and line[-1:].isspace():
+                    marks.append((at, "final", after.end()))
+                elif after and after[1]:
+                    marks.append((at, "answer", after.end()))
+                elif after and at_line_start:
+                    marks.append((at, "answer line", after.end()))
+            elif keyword == "####" and at_line_start and not lower.startswith("#####", at):
+                marks.append((at, "hashes", at + 4))
+            elif keyword == "a:" and at_line_start:
+                marks.append((at, "a line", at + 2))
+            at = lower.find(keyword, at + len(keyword))
+    return marks
+
+
+def _read_marker(text: str, kind: str, start: int, end: int) -> tuple[str | None, str]:
+    """What a marker says and how firmly: ("5", "strong"); ("x+1", "weak") for the rest of a `Final answer:`
+    or `Answer:` line that is not a plain value (it counts only when no marker is strong); (None, "skip") for an
+    incomplete or empty marker; (None, "block") for "the answer is 3 + 4 = 7", which hides older answers."""
+    if kind == "box":
+        boxed = _boxed_content(text, end)
+        return (boxed[0], "strong") if boxed else (None, "skip")
+    if kind == "choice":
+        choice = _PROSE_CHOICE.match(text, start)
+        return f"({choice[1] or choice[2]})", "strong"
+    if kind == "tag":  # prose inside the tags hides older answers; lenient reads its last sentence
+        close = text.find("</answer>", end)
+        if close < 0:
+            return None, "skip"
+        return (None, "block") if _PROSE.search(text, end, close) else (text[end:close], "strong")
+    if kind == "json":
+        value = _JSON_VALUE.match(text, end)
+        try:
+            return (str(json.loads(value[1])), "strong") if value else (None, "skip")
+        except ValueError:  # a bad escape in the string
+            return None, "skip"
+    if kind == "hashes":
+        value = _HASHES_VALUE.match(text, end)
+        return (value[1], "strong") if value else (None, "skip")
+    value = _VALUE.match(text, end)
+    if value:
+        return _value(value), "strong"
+    if kind == "final":
+        answer, paper_form = _final_answer_content(text, end)
+        if answer is None or paper_form:
+            return answer, "strong" if answer is not None else "skip"
+        return answer, "weak"
+    if kind == "answer" and _NUMBER_NEXT.match(text, end):
+        return None, "block"
+    if kind == "answer line":
+        return text[end:].split("\n", 1)[0].strip(" \t*"), "weak"
+    return None, "skip"
+
+
+def _explicit_answer(text: str) -> str | None:
+    """The answer of the last complete explicit marker; a weak one only when no marker is strong."""
+    boxes = [(m.start(), "box", m.end()) for m in _BOX.finditer(text)]
+    # Nothing before a complete last box can win, so only the text after it is searched for other markers.
+    since = boxes[-1][0] if boxes and _boxed_content(text, boxes[-1][2]) else 0
+    weak = None
+    for start, kind, end in sorted(boxes + _keyword_markers(text, since), reverse=True):
+        answer, firmness = _read_marker(text, kind, start, end)
+        if firmness == "strong":
+            return answer
+        if firmness == "block":
+            return weak
+        if firmness == "weak" and weak is None:
+            weak = answer
+    return weak
+
+
+def _cut_off(sentence: str) -> bool:
+    """Whether the text stops mid-expression: an open brace, $ or \\(, or a trailing operator."""
+    return (
+        sentence.count("{") != sentence.count("}")
+        or sentence.count("\\(") != sentence.count("\\)")
+        or len(re.findall(r"(?<!\\)\$", sentence)) % 2 == 1
+        or _OPEN_END.search(sentence) is not None
+    )
+
+
+def _stated_value(span: str) -> str:
+    """`48/2 = 24` -> `24`, `x \\approx 0.785` -> `0.785`: the value after the last relation, when the first side
+    names the value or is a computation; an equation such as `2x + 3y = 6` stays whole, and so does a list."""
+    sides = _RELATION.split(span)
+    if len(sides) > 1 and "," not in span and _NAME_SIDE.fullmatch(re.sub(r"\\[a-zA-Z]+", "", sides[0])):
+        return sides[-1].strip()
+    return span
+
+
+def _number_in_words(sentence: str) -> str | None:
+    """The last number written in words ("Four containers." -> "Four"); a lone "one" after "no", "the" ...
+    is a pronoun."""
+    words = _WORD.findall(sentence)
+    found = None
+    i = 0
+    while i < len(words):
+        size = next((k for k in range(min(12, len(words) - i), 0, -1)
+                     if words_to_number(" ".join(words[i : i + k])) is not None), 0)  # fmt: skip
+        pronoun = size == 1 and words[i].lower() == "one" and i and words[i - 1].lower() in _NOT_NUMBER_BEFORE_ONE
+        if size and not pronoun:
+            found = " ".join(words[i : i + size])
+        i += size or 1
+    return found
 
 
 def _last_sentence_answer(solution: str) -> str | None:
-    """The last $...$ of the last sentence, or else its last number."""
-    sentences = [s for s in _SENTENCE_END.split(solution.strip()) if s.strip()]
+    """The value the last sentence states (after closing markup lines): its last $...$ (the value after its
+    last relation), else its last number, list in brackets or number in words. None when the text is cut off."""
+    closing = _CLOSING_LINES.search(solution)
+    sentences = [s for s in _SENTENCE_END.split(solution[: closing.start()] if closing else solution) if s.strip()]
     if not sentences:
         return None
-    last = sentences[-1]
+    last = sentences[-1].strip()
+    if "$" in last and not _DOLLAR_NOT_CURRENCY.search(last):
+        last = re.sub(r"\\?\$", "", last)
+    if _cut_off(last):
+        return None
     spans = _MATH_SPAN.findall(last)
     if spans:
-        return spans[-1][0] or spans[-1][1]
-    numbers = _NUMBER.findall(last)
-    return numbers[-1] if numbers else None
+        return _stated_value(spans[-1][0] or spans[-1][1])
+    numbers, lists = list(_QUANTITY_RE.finditer(last)), list(_PROSE_LIST.finditer(last))
+    if lists and (not numbers or lists[-1].end() >= numbers[-1].end()):
+        return lists[-1][1]
+    return numbers[-1][0] if numbers else _number_in_words(last)
 
 
 def extract_answer(solution: str, extraction: str = "strict") -> str | None:
     """The final answer of a written solution, or None when there is none (or it is unbalanced or empty).
 
-    strict: a \\boxed{} answer, the paper's "The final answer is" form, or a multiple-choice letter in prose;
-    lenient: those, or else the last $...$ or number of the last sentence.
+    strict: the last complete explicit answer marker (see the module's docstring);
+    lenient: that, or when there is no marker, the value stated by the last sentence.
     """
     if extraction not in EXTRACTION_MODES:
         raise ValueError(f"extraction must be one of {EXTRACTION_MODES}, got {extraction!r}")
     if not isinstance(solution, str):
         return None
-    boxes, finals = list(_BOX.finditer(solution)), list(_FINAL.finditer(solution))
-    if boxes or finals:
-        answer = _marked_answer(solution, boxes, finals)  # a broken \\boxed{ or "final answer is $..." is no answer
-    else:
-        answer = _prose_choice(solution)
-        if answer is None and extraction == "lenient":
-            answer = _last_sentence_answer(solution)
+    run_on = _RUN_ON.search(solution) if "Q" in solution or "Problem" in solution else None
+    if run_on:
+        solution = solution[: run_on.start()]
+    answer = _explicit_answer(solution)
+    if answer is None and not run_on and extraction == "lenient":
+        answer = _last_sentence_answer(solution)
     if answer is None:
         return None
     return unwrap(answer) or None

@@ -57,7 +57,9 @@ _REPLACEMENTS = [(triggers, re.compile(pattern), text) for triggers, pattern, te
 ]]  # fmt: skip
 _SET_BUILDER = re.compile(r"\\\{\s*([a-zA-Z])\s*(?:\\in\s*\(-\\infty,\\infty\)\s*)?(?::|\|)(.*)\\\}")
 _MIXED = re.compile(r"(?<![\w.^_}\)\]\\])(\d+)\s*\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))")
-_BASE = re.compile(r"(?<![\w.^_}\\])([0-9A-F]+)_\{?(\d{1,2})\}?(?![\d}])")
+# 212_3, 212_{3}; 100100_b names no base (the problem does): its digits stand as written.
+_BASE = re.compile(r"(?<![\w.^_}\\])([0-9A-F]+)_(?:\{?(\d{1,2})\}?(?![\d}])|\{?b\}?(?![\w}]))")
+_SUBSCRIPT_DIGITS = re.compile("[₀-₉]+")  # 221₃ is 221_3
 _REPEATING = re.compile(r"(?<!\d)(\d*)\.(\d*)\\overline\s*\{(\d+)\}")
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 # Words after a number at the end: units (3 mi/hr, 7 cm^2), kept aside for their key.
@@ -161,7 +163,10 @@ def _repeating(m: re.Match) -> str:
 
 def _base_numeral(m: re.Match) -> str:
     """`212_3` keeps its base (`212_{3}`), so that 212 in base 3 and in base 4 differ; base 10 is dropped."""
-    digits, base = m.group(1), int(m.group(2))
+    digits = m.group(1)
+    if m.group(2) is None:
+        return digits if digits.isdigit() else m.group(0)
+    base = int(m.group(2))
     if 2 <= base <= 16 and all(int(d, 16) < base for d in digits):
         return digits if base == 10 else f"{digits}_{{{base}}}"
     return m.group(0)
@@ -179,9 +184,11 @@ def normalize(answer: str) -> tuple[str, str]:
     """A canonical string for an answer (wrappers, spacing, units and decorations removed), and the key
     of the known units it carried ("" when none)."""
     s = " ".join(unwrap(answer).split())
-    for k, v in _UNICODE.items():
-        if k in s:
-            s = s.replace(k, v)
+    if not s.isascii():
+        for k, v in _UNICODE.items():
+            if k in s:
+                s = s.replace(k, v)
+        s = _SUBSCRIPT_DIGITS.sub(lambda m: "_{" + "".join(str(ord(c) - 0x2080) for c in m[0]) + "}", s)
     units: list[str] = []
     s = _TIME.sub(_time_of_day, s) if ":" in s or "m" in s.lower() else s
     s = _TRIG_DEGREES.sub(_trig_degrees, s) if "circ" in s or "degree" in s else s

@@ -149,7 +149,7 @@ class _Parser:
             elif op in ("/", "\\div"):
                 self.i += 1
                 node = ("div", node, self.unary())
-            elif self.starts_factor():
+            elif self.starts_factor() or self.peek()[0] == "num" and self.tokens[self.i - 1][1] == "!":  # 5!2!
                 node = ("mul", node, self.power())
             else:
                 return node
@@ -273,7 +273,13 @@ _MATRIX = re.compile(r"\\begin\{([pbBvV]?matrix|smallmatrix|array)\}(?:\{[^{}]*\
 _CHOICE = re.compile(r"\(?([A-E])\)?|\(([A-E])\)[\s:.]*(?:\d|\\).*")  # (B), B, (B) 5
 _WORD = re.compile(r"[A-Za-z]{2,}(?:[\s\-'][A-Za-z]+)*")
 _CLOCK = re.compile(r"(\d{1,2}):(\d{2})")  # normalisation wrote times of day on the 24-hour clock
-_NUMERAL = re.compile(r"([0-9A-F]+)_\{(\d{1,2})\}")  # normalisation wrote base-n numerals so
+_NUMERAL = re.compile(r"(-?)([0-9A-F]+)_\{(\d{1,2})\}")  # normalisation wrote base-n numerals so
+
+
+def digits(numeral: str) -> str:
+    """A numeral's digits without leading zeros, after its sign: `-0221` -> `-221`."""
+    sign = "-" if numeral.startswith("-") else ""
+    return sign + (numeral.removeprefix("-").lstrip("0") or "0")
 
 
 def _split(tokens: list[Token], sep: str) -> list[list[Token]]:
@@ -355,7 +361,7 @@ def structure(s: str) -> tuple:
             return ("time", int(clock[1]) * 60 + int(clock[2]))
         numeral = _NUMERAL.fullmatch(s) if "_" in s else None
         if numeral:
-            return ("numeral", numeral[1].lstrip("0") or "0", int(numeral[2]))
+            return ("numeral", digits(numeral[1] + numeral[2]), int(numeral[3]))
         if _WORD.fullmatch(s) and not set(s.lower().split()) & MATH_WORDS:
             return ("text", " ".join(s.lower().replace("-", " ").split()))
         matrix = _MATRIX.fullmatch(s)

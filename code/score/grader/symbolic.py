@@ -128,6 +128,19 @@ def sympy_proportional(a: tuple, b: tuple) -> bool:
     return k != 0 and all(_numbers_close(x.subs(p), k * y.subs(p)) for p in points)
 
 
+def sympy_within(node: tuple, target: Fraction, tolerance: Fraction) -> bool:
+    """Whether a parsed constant's real value lies within `tolerance` of `target` (at 60 digits)."""
+    if _tower(node) > 2:
+        raise Reject
+    value = sympy.N(_to_sympy(node), 60)
+    if not (value.is_number and value.is_real):
+        return False
+    return bool(
+        abs(value - sympy.Rational(target.numerator, target.denominator))
+        <= sympy.Rational(tolerance.numerator, tolerance.denominator)
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # The helper process
 
