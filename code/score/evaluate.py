@@ -28,6 +28,7 @@ from score.distributed import gather_objects, my_share
 from score.domains import final_answer, problem_rewards
 from score.engines import open_engine, resolve_engine_name
 from score.guards import check_context
+from score.locks import hold_folder
 from score.models import load_model, resolve_model_path
 from score.progress import progress
 from score.rollout import RewardFn, generate_rollouts
@@ -368,6 +369,7 @@ def evaluate(cfg: Config) -> Path:
     greedy = cfg.eval.temperature == 0
     name = cfg.eval.name or f"{stem}_k{cfg.eval.attempts}" + ("" if greedy else f"_t{cfg.eval.temperature:g}")
     out = eval_root / name
+    hold_folder(eval_root / f".{name}.lock", "eval.name", main)  # beside: a stale evaluation is moved aside
     dtype = evaluation_dtype(accelerator.device)
     (files_sha256,) = gather_objects([model_files_sha256(model_path)] if main else [])  # read once, by one process
     fingerprint = settings_fingerprint(cfg, model_path, files_sha256, dtype, problems)

@@ -34,6 +34,7 @@ from score.baselines import run_pair_sft, run_star
 from score.checkpoints import check_experiment
 from score.config import Config, ScoreError, resolve_path
 from score.evaluate import Z95, evaluate
+from score.locks import hold_folder
 from score.models import resolve_model_path
 from score.trainer import train
 
@@ -208,6 +209,7 @@ def run_experiment(cfg: Config) -> Path:
             f"experiment.rows {supervised} fine-tune in one process; run them without a multi-process launcher "
             f"(this launch has {state.num_processes} processes)"
         )
+    hold_folder(folder / ".lock", "experiment.name", state.is_main_process)
     check_experiment(folder, cfg, state.is_main_process)
     results: dict[str, list[dict]] = {}
     for row in rows:

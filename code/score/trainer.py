@@ -42,6 +42,7 @@ from score.domains import problem_rewards
 from score.engines import Engine, open_engine, resolve_engine_name, resolve_tis_cap
 from score.evaluate import plot_training
 from score.guards import check_context, check_sampling
+from score.locks import hold_folder
 from score.logs import MetricsLogger, step_record
 from score.models import (
     check_sharding_settings,
@@ -171,6 +172,8 @@ def start_run(cfg: Config) -> Run:
     if sharded:
         check_sharding_settings()
     files = RunFiles(resolve_path(t.output_dir) / t.run_name)
+    with writing(files.root):  # the lock file is the first thing written there
+        hold_folder(files.root / ".lock", "train.run_name", accelerator.is_main_process)
     checkpoint = check_resume(files, cfg, accelerator.is_main_process)
 
     model_path = resolve_model_path(cfg.model.name, cfg.model.base_dir)
@@ -496,8 +499,10 @@ def check_replicas_agree(accelerator: Accelerator, policy) -> None:
     """Data-parallel replicas must hold the same weights; compare a checksum of every process's copy."""
     if accelerator.num_processes == 1:
         return
-    params = [p.detach().double() for p in policy.parameters()]
-    checksum = torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)])
+    checksum = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    for param in policy.parameters():  # one float64 copy at a time, never the whole model
+        value = param.detach().double()
+        checksum += torch.stack([value.sum(), (value * value).sum()])
     checksums = accelerator.gather(checksum.view(1, 2))
     if not torch.equal(checksums, checksums[:1].expand_as(checksums)):
         raise ScoreError(f"model weights differ across processes: {checksums.tolist()}")
