@@ -35,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="tasks:\n"
         + "\n".join(f"  {name:<9} {text}" for name, text in TASKS.items())
-        + f"\n\nexit status {STOPPED_EXIT_CODE}: training stopped by SIGTERM or SIGUSR1 after saving a checkpoint "
+        + f"\n\nexit status {STOPPED_EXIT_CODE}: training stopped by SIGTERM or SIGUSR1, or before "
+        "train.time_limit or the Slurm job's end, after saving a checkpoint "
         "(continue with --set train.resume=true)",
     )
     parser.add_argument("--task", required=True, choices=list(TASKS), help="what to run (see below)")

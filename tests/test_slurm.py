@@ -1,7 +1,7 @@
 """run.slurm on a real one-node Slurm (Debian's slurm-wlm 22.05 and munge) started for this test on 127.0.0.1.
 
 Two jobs of the tiny config, one with 1 and one with 2 training processes. The first gets the time-limit
-warning (USR1 to the batch shell, as `--signal=B:USR1@90` sends it) mid-run and must checkpoint and requeue
+warning (USR1 to the batch shell, as `--signal=B:USR1@300` sends it) mid-run and must checkpoint and requeue
 itself; the second is requeued from outside with `scontrol requeue` (SIGTERM to every process). Both must
 resume from their checkpoint, finish, and evaluate their own run. Installing the packages needs root and
 Debian's archive; where they cannot be installed the test prints one line and skips.
@@ -240,7 +240,7 @@ def test_job_is_interrupted_requeued_and_resumes(slurm, tmp_path, processes, int
     job_id = submit(slurm, tmp_path, run_name, processes)
     run = tmp_path / "runs" / run_name
     wait_for_steps(slurm, job_id, run / "metrics.jsonl", 1)
-    if interrupt == "usr1":  # what --signal=B:USR1@90 sends before the time limit
+    if interrupt == "usr1":  # what --signal=B:USR1@300 sends before the time limit
         slurm.run("scancel", "--batch", "--signal=USR1", job_id)
     else:
         slurm.run("scontrol", "requeue", job_id)
