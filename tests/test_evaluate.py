@@ -150,9 +150,8 @@ def test_changed_engine_is_refused_naming_it(tmp_path, tiny_model_dir, sample_js
     cfg = eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.max_problems=2")
     out = ev.evaluate(cfg)
     monkeypatch.setattr(ev, "resolve_engine_name", lambda name: "vllm")
-    with pytest.raises(
-        ScoreError, match=rf"^{out} holds an evaluation with other settings \(rollout.engine hf -> vllm\)"
-    ):
+    changes = r"\(rollout.engine hf -> vllm, rollout.hf_compile auto -> None\); choose another eval.name$"
+    with pytest.raises(ScoreError, match=rf"^{out} holds an evaluation with other settings {changes}"):
         ev.evaluate(cfg)
 
 

@@ -8,6 +8,7 @@ when all of it matches; when only the model's files changed it evaluates again (
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -300,10 +301,12 @@ def settings_fingerprint(
 ) -> dict:
     """Everything the generations depend on, by setting name; a rerun reuses generations only when all of it matches.
     (eval.batch_size and the number of processes are left out: padding moves logits only by rounding.)"""
+    engine = resolve_engine_name(cfg.rollout.engine)
     return {
         "model": str(model),
         "model_files_sha256": files_sha256,
-        "rollout.engine": resolve_engine_name(cfg.rollout.engine),
+        "rollout.engine": engine,
+        "rollout.hf_compile": cfg.rollout.hf_compile if engine == "hf" else None,
         "dtype": str(dtype).removeprefix("torch."),
         "model.attn_implementation": cfg.model.attn_implementation,
         "eval.attempts": cfg.eval.attempts,
@@ -311,7 +314,7 @@ def settings_fingerprint(
         "rollout.top_p": cfg.rollout.top_p if cfg.eval.temperature else None,  # used only when sampling
         "eval.max_new_tokens": cfg.eval.max_new_tokens,
         "prompts_sha256": sha256_of(vars(cfg.prompts)),
-        "problems_sha256": sha256_of([[p.id, p.problem, p.answer] for p in problems]),
+        "problems_sha256": sha256_of([dataclasses.asdict(p) for p in problems]),  # gold answers and tests too
         "grader.extraction": cfg.grader.extraction,  # which answers count as given
     }
 
