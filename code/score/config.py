@@ -245,7 +245,8 @@ class DownloadConfig:
     )
     builtin: str = _help(
         "Build locally instead of downloading (no network): tiny (random tiny model + sample problems), "
-        "testbed (synthetic addition task + SFT base model, see score/testbed.py), or empty.",
+        "testbed (synthetic addition task + SFT base model, see score/testbed.py), testbed-code (the same sums as "
+        "functions to write, scored by running them: score/testbed_code.py), or empty.",
         "",
     )
 
@@ -316,7 +317,7 @@ CHOICES = {
     ("train", "loss_aggregation"): {"token_mean", "seq_mean"},
     ("train", "attempts"): {1, 2},
     ("train", "reward"): {"answer", "digit"},
-    ("download", "builtin"): {"", "tiny", "testbed"},
+    ("download", "builtin"): {"", "tiny", "testbed", "testbed-code"},
     ("grader", "extraction"): {"strict", "lenient"},
     ("rollout", "engine"): {"auto", "hf", "vllm"},
     ("rollout", "hf_compile"): {"auto", "on", "off"},

@@ -296,6 +296,12 @@ def download(cfg: Config) -> None:
 
         build_testbed(cfg)
         return
+    if cfg.download.builtin == "testbed-code":
+        from score.testbed import build_testbed
+        from score.testbed_code import CODE_TASK
+
+        build_testbed(cfg, task=CODE_TASK)
+        return
     if cfg.download.model:
         download_model(cfg.model)
     if cfg.download.math:

@@ -30,6 +30,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,6 +58,21 @@ class Habits:
     doubt: float = 0.75  # a repeating attempt 2 writes carry 1 after an inner column that sums to exactly 9
     check: float = 0.05  # attempt 2 re-checks every column (and is right) instead of repeating attempt 1
     keep: float = 1.0  # a repeating attempt 2 keeps each slip and drop of attempt 1
+
+
+def _same(value):
+    return value
+
+
+@dataclass(frozen=True)
+class Task:
+    """How testbed problems and the simulated attempts are written: MATH-style by default; testbed_code.py writes
+    the same sums as code. The habits and the problem kinds stay those of the MATH-style rows."""
+
+    name: str = "testbed"  # what the data and model files say made them
+    row: Callable[[dict], dict] = _same  # a MATH-style row -> the row written to the data files
+    problem: Callable[[dict], str] = lambda row: row["problem"]  # a MATH-style row -> the problem the model sees
+    attempt: Callable[[str], str] = _same  # a MATH-style attempt -> the attempt the base model learns
 
 
 def digits(n: int) -> list[int]:
@@ -177,14 +193,15 @@ def base_attempts(a: int, b: int, rng: random.Random, habits: Habits = Habits())
 
 
 def build_tokenizer(
-    rows: list[dict], prompts: PromptConfig, habits: Habits, seed: int, vocab_size: int = 512
+    rows: list[dict], prompts: PromptConfig, habits: Habits, seed: int, vocab_size: int = 512, task: Task = Task()
 ) -> PreTrainedTokenizerFast:
     """tiny.build_tokenizer with merges learned from rendered testbed conversations (special tokens removed)."""
     rng = random.Random(seed)
     bootstrap = tiny.build_tokenizer([""], vocab_size=vocab_size)  # only for its chat template
     corpus = []
     for row in rows:
-        messages = build_messages(row["problem"], prompts, list(base_attempts(*operands(row), rng, habits)))
+        attempts = [task.attempt(text) for text in base_attempts(*operands(row), rng, habits)]
+        messages = build_messages(task.problem(row), prompts, attempts)
         text = render(bootstrap, messages[:-1], add_generation_prompt=False)
         for special in (tiny.IM_START, tiny.IM_END):
             text = text.replace(special, "\n")
@@ -216,6 +233,7 @@ def sft_base_model(
     problems: int = 6000,
     habits: Habits = Habits(),
     log_every: int = 100,
+    task: Task = Task(),
     **shape,
 ) -> Path:
     """Build the base model into `out_dir`: tokenizer, tiny Qwen2 (`shape`: tiny.build_tiny_model's sizes), then
@@ -225,11 +243,11 @@ def sft_base_model(
     Seeded: the same arguments give the same weights on the same machine and torch build.
     """
     rows = make_problems(problems, seed=seed + 2, split="sft", exclude=exclude, distinct=False)
-    tokenizer = build_tokenizer(rows[:300], prompts, habits, seed)
+    tokenizer = build_tokenizer(rows[:300], prompts, habits, seed, task=task)
     path = tiny.build_tiny_model(out_dir, tokenizer, seed=seed, **shape)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     eot = end_of_turn_id(tokenizer, prompts)
-    pieces = [conversation_pieces(tokenizer, row["problem"], prompts, attempts=2) for row in rows]
+    pieces = [conversation_pieces(tokenizer, task.problem(row), prompts, attempts=2) for row in rows]
     pairs = [operands(row) for row in rows]
 
     rng = random.Random(seed + 3)
@@ -244,7 +262,7 @@ def sft_base_model(
         torch.manual_seed(seed)
         for step in range(1, steps + 1):
             chosen = [rng.randrange(len(rows)) for _ in range(batch_size)]
-            attempts = [base_attempts(*pairs[i], rng, habits) for i in chosen]
+            attempts = [tuple(map(task.attempt, base_attempts(*pairs[i], rng, habits))) for i in chosen]
             batch = sft_batch(tokenizer, [pieces[i] for i in chosen], attempts, eot)
             loss = sft.supervised_step(model, optimizer, [batch], max_grad_norm=1.0)
             schedule.step()
@@ -254,6 +272,7 @@ def sft_base_model(
     model.save_pretrained(path)
     info = {
         "made_by": "score.testbed.sft_base_model",
+        "task": task.name,
         "habits": asdict(habits),
         "steps": steps,
         "batch_size": batch_size,
@@ -272,10 +291,12 @@ def build_testbed(
     train_problems: int = 2000,
     test_problems: int = 200,
     seed: int = 0,
+    task: Task = Task(),
     **budget,
 ) -> None:
     """Write the test split (eval.source), the train split (data.source) and the SFT base model
-    (<model.base_dir>/<model.name>); parts already there are kept. `budget`: sft_base_model's budget arguments."""
+    (<model.base_dir>/<model.name>) of `task`; parts already there are kept. `budget`: sft_base_model's budget
+    arguments."""
     from score.download import write_atomic
 
     for key, source in (("data.source", cfg.data.source), ("eval.source", cfg.eval.source)):
@@ -291,7 +312,7 @@ def build_testbed(
         if path.exists():
             print(f"data: {path} already there")
             continue
-        write_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
+        write_atomic(path, "".join(json.dumps(task.row(row)) + "\n" for row in rows))
         print(f"data: {len(rows)} testbed problems -> {path}")
     target = resolve_path(cfg.model.base_dir) / cfg.model.name
     if target.is_dir():
@@ -300,7 +321,8 @@ def build_testbed(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        os.replace(sft_base_model(tmp / "model", cfg.prompts, exclude=held_out, seed=seed, **budget), target)
+        model = sft_base_model(tmp / "model", cfg.prompts, exclude=held_out, seed=seed, task=task, **budget)
+        os.replace(model, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"model: testbed base model -> {target}")
