@@ -102,3 +102,47 @@ def test_save_round_trip(tmp_path):
     cfg = load_config(None, ["train.run_name=x", "data.subjects=[algebra]"])
     cfg.save(tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_string_settings_are_read_as_written(tmp_path):
+    # YAML 1.1 reads 12:30 as 750 (base 60) and 007 as 7: a run name is a string, taken as the file spells it.
+    cfg = load_config(write(tmp_path, "train:\n  run_name: 12:30\nexperiment:\n  name: 007\n"), ["eval.compare=[007]"])
+    assert (cfg.train.run_name, cfg.experiment.name, cfg.eval.compare) == ("12:30", "007", ["007"])
+    assert load_config(None, ["train.run_name=007", "train.lr=1e-5"]).train.run_name == "007"
+    cfg.save(tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["train.run_name=../../escaped"], ["train.run_name", "'../../escaped'", "folder name"]),
+        (["train.run_name="], ["train.run_name", "''", "folder name"]),
+        (["train.run_name=.."], ["train.run_name", "folder name"]),
+        (["experiment.name=a/b"], ["experiment.name", "folder name"]),
+        (["eval.name=../x"], ["eval.name", "folder name"]),
+        (["train.lr=1e999"], ["train.lr", "finite", "inf"]),
+        (["train.beta1=.nan"], ["train.beta1", "finite"]),
+        (["train.seed=-1"], ["train.seed", "[0, 2**31)"]),
+        (["data.seed=4294967296"], ["data.seed", "[0, 2**31)"]),
+        (["experiment.seeds=[0, -1]"], ["experiment.seeds", "[0, 2**31)"]),
+        (["model.attn_implementation=bogus"], ["model.attn_implementation", "'bogus'", "sdpa"]),
+    ],
+)
+def test_bad_names_and_values_are_one_line(overrides, words):
+    with pytest.raises(ScoreError) as e:
+        load_config(None, overrides)
+    assert "\n" not in str(e.value)
+    for word in words:
+        assert word in str(e.value)
+
+
+def test_an_empty_eval_name_is_derived_from_the_data():
+    assert load_config(None, ["eval.name="]).eval.name == ""
+
+
+def test_a_key_given_twice_is_an_error_naming_it_and_its_lines(tmp_path):
+    with pytest.raises(ScoreError, match=r"c.yaml: duplicate key 'train.lr' on lines 2 and 4"):
+        load_config(write(tmp_path, "train:\n  lr: 1.0e-4\n  alpha: 5\n  lr: 1.0e-3\n"))
+    with pytest.raises(ScoreError, match=r"duplicate key 'train' on lines 1 and 3"):
+        load_config(write(tmp_path, "train:\n  lr: 1.0e-4\ntrain:\n  alpha: 5\n"))

@@ -61,3 +61,14 @@ def test_grading_in_a_pool_exits_and_leaves_no_process(task, tmp_path, tiny_mode
     out, left = run_counting_leftovers(command + [a for o in overrides for a in ("--set", o)], timeout=300)
     assert out.returncode == 0, out.stderr
     assert left == []
+
+
+@pytest.mark.parametrize(
+    "setting", ["train.run_name=../../escaped", "train.run_name=", "train.lr=1e999", "train.seed=-1",
+                "model.attn_implementation=bogus"],
+)  # fmt: skip
+def test_bad_names_and_values_are_one_line_exit_2(tmp_path, setting):
+    out = run("--task", "train", "--set", f"train.output_dir={tmp_path}", "--set", setting, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
+    assert setting.partition("=")[0] in out.stderr and "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written, inside output_dir or out of it

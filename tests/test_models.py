@@ -1,5 +1,6 @@
 """FSDP2 helpers of models.py on 2 gloo processes (torch.multiprocessing), the way the trainer uses them."""
 
+import importlib.util
 import os
 import socket
 from pathlib import Path
@@ -7,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from score.config import ScoreError
-from score.models import check_sharding_settings, disable_dropout
+from score.config import ModelConfig, ScoreError
+from score.models import check_sharding_settings, disable_dropout, load_model
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 TIMEOUT = 300  # seconds; a process stuck in a collective the other never joins fails the test instead of hanging
@@ -114,3 +115,11 @@ def test_fsdp_settings_the_trainer_cannot_honour_are_one_error(monkeypatch):
     monkeypatch.setenv("FSDP_VERSION", "1")
     with pytest.raises(ScoreError, match="FSDP2 only"):
         check_sharding_settings()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="flash-attn is installed here")
+def test_an_attention_kernel_without_its_package_is_one_line(tiny_model_dir):
+    config = ModelConfig(attn_implementation="flash_attention_2")
+    with pytest.raises(ScoreError, match="model.attn_implementation=flash_attention_2: .*FlashAttention2") as e:
+        load_model(tiny_model_dir, config, torch.float32)
+    assert "\n" not in str(e.value)

@@ -7,6 +7,7 @@ Relative paths in a config resolve from the repository root, wherever the comman
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -64,7 +65,9 @@ class ModelConfig:
         "Recompute activations in the backward pass to save memory (the policy trains in train mode, dropout off).",
         False,
     )
-    attn_implementation: str = _help("Attention kernel: sdpa, eager or flash_attention_2.", "sdpa")
+    attn_implementation: str = _help(
+        "Attention kernel: sdpa, eager, flash_attention_2 or flash_attention_3 (those two need their package).", "sdpa"
+    )
 
 
 @dataclass
@@ -320,6 +323,7 @@ CHOICES = {
     ("download", "builtin"): {"", "tiny", "testbed", "testbed-code"},
     ("grader", "extraction"): {"strict", "lenient"},
     ("rollout", "engine"): {"auto", "hf", "vllm"},
+    ("model", "attn_implementation"): {"sdpa", "eager", "flash_attention_2", "flash_attention_3"},
     ("rollout", "hf_compile"): {"auto", "on", "off"},
 }
 POSITIVE = {
@@ -339,6 +343,10 @@ NON_NEGATIVE = {
     ("sft", "max_grad_norm"), ("train", "gamma"), ("train", "eval_every"), ("train", "eval_problems"),
     ("rollout", "vllm_max_model_len"), ("train", "time_limit"), ("train", "stop_margin"),
 }  # fmt: skip
+STR_TAG, NULL_TAG = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
+SEEDS = (("train", "seed"), ("data", "seed"), ("eval", "seed"))  # and experiment.seeds
+SEED_LIMIT = 2**31  # numpy takes seeds below 2**32; the room above leaves seed + process index valid
+FOLDER_NAMES = (("train", "run_name"), ("experiment", "name"), ("eval", "name"))  # eval.name may be empty
 
 
 def _coerce(value, hint, where: str):
@@ -365,8 +373,8 @@ def _coerce(value, hint, where: str):
                 value = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise ScoreError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ScoreError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -377,7 +385,30 @@ def _coerce(value, hint, where: str):
     raise TypeError(f"unsupported config type {hint}")
 
 
-def _set(cfg: Config, section: str, key: str, value, origin: str) -> None:
+def _from_yaml(node: yaml.Node, hint):
+    """The value of a YAML node for a field of type `hint`. A string field takes a scalar as written: YAML 1.1
+    would read the run name 12:30 as 750 and 007 as 7."""
+    if hint is str and isinstance(node, yaml.ScalarNode) and node.tag != NULL_TAG:
+        return node.value
+    if typing.get_origin(hint) is list and isinstance(node, yaml.SequenceNode):
+        (item,) = typing.get_args(hint)
+        return [_from_yaml(n, item) for n in node.value]
+    return yaml.SafeLoader("").construct_document(node)
+
+
+def _mapping(node: yaml.Node, where: str, prefix: str = "") -> dict[str, yaml.Node]:
+    """A YAML mapping as key -> value node. A key given twice is an error: YAML would keep the last silently."""
+    lines: dict[str, int] = {}
+    values: dict[str, yaml.Node] = {}
+    for key_node, value_node in node.value:
+        key, line = str(key_node.value), key_node.start_mark.line + 1
+        if key in lines:
+            raise ScoreError(f"{where}: duplicate key '{prefix}{key}' on lines {lines[key]} and {line}")
+        lines[key], values[key] = line, value_node
+    return values
+
+
+def _set(cfg: Config, section: str, key: str, node: yaml.Node, origin: str) -> None:
     where = f"{section}.{key} ({origin})"
     sections = {f.name: f for f in dataclasses.fields(cfg)}
     if section not in sections:
@@ -386,7 +417,12 @@ def _set(cfg: Config, section: str, key: str, value, origin: str) -> None:
     hints = typing.get_type_hints(type(part))
     if key not in hints:
         raise ScoreError(f"unknown config key '{section}.{key}' ({origin}); known: {', '.join(hints)}")
-    setattr(part, key, _coerce(value, hints[key], where))
+    setattr(part, key, _coerce(_from_yaml(node, hints[key]), hints[key], where))
+
+
+def is_folder_name(name: str) -> bool:
+    """One path component that names a folder: not empty, not . or .., no separator (nothing escapes output_dir)."""
+    return name not in ("", ".", "..") and "/" not in name and "\\" not in name and "\0" not in name
 
 
 def validate(cfg: Config, origin: str) -> None:
@@ -401,6 +437,15 @@ def validate(cfg: Config, origin: str) -> None:
     for section, key in NON_NEGATIVE:
         if getattr(getattr(cfg, section), key) < 0:
             raise ScoreError(f"{section}.{key} ({origin}): must not be negative")
+    for section, key in SEEDS:
+        if getattr(getattr(cfg, section), key) not in range(SEED_LIMIT):
+            raise ScoreError(f"{section}.{key} ({origin}): a seed must be in [0, 2**31)")
+    if any(seed not in range(SEED_LIMIT) for seed in cfg.experiment.seeds):
+        raise ScoreError(f"experiment.seeds ({origin}): a seed must be in [0, 2**31)")
+    for section, key in FOLDER_NAMES:
+        name = getattr(getattr(cfg, section), key)
+        if (name or section != "eval") and not is_folder_name(name):
+            raise ScoreError(f"{section}.{key} ({origin}): {name!r} is not a folder name (one path component)")
     if cfg.train.gamma > 1:
         raise ScoreError(f"train.gamma ({origin}): a discount must be in [0, 1]")
     if cfg.rollout.top_p > 1:
@@ -437,17 +482,17 @@ def validate(cfg: Config, origin: str) -> None:
         )
 
 
-def parse_override(text: str) -> tuple[str, str, object]:
-    """'train.lr=1e-5' -> ('train', 'lr', 1e-5); the value is read as YAML (lists: [a,b])."""
+def parse_override(text: str) -> tuple[str, str, yaml.Node]:
+    """'train.lr=1e-5' -> ('train', 'lr', the YAML node of 1e-5); the value is read as YAML (lists: [a,b])."""
     name, sep, raw = text.partition("=")
     section, dot, key = name.strip().partition(".")
     if not sep or not dot or not section or not key:
         raise ScoreError(f"--set {text!r}: expected section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = yaml.compose(raw, Loader=yaml.SafeLoader) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ScoreError(f"--set {text!r}: cannot read value ({str(e).splitlines()[0]})") from None
-    return section, key, value
+    return section, key, node or yaml.ScalarNode(STR_TAG, "")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
@@ -460,16 +505,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         if not path.is_file():
             raise ScoreError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
         except yaml.YAMLError as e:
             raise ScoreError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
+        if root is not None and not isinstance(root, yaml.MappingNode):
             raise ScoreError(f"{path}: expected a mapping of sections")
-        for section, values in data.items():
-            if not isinstance(values, dict):
+        for section, values in (_mapping(root, str(path)) if root else {}).items():
+            if not isinstance(values, yaml.MappingNode):
                 raise ScoreError(f"{section} ({path}): expected a mapping of keys")
-            for key, value in values.items():
-                _set(cfg, str(section), str(key), value, origin)
+            for key, node in _mapping(values, str(path), f"{section}.").items():
+                _set(cfg, section, key, node, origin)
     for text in overrides:
         _set(cfg, *parse_override(text), f"--set {text}")
     validate(cfg, origin + (" with --set overrides" if overrides else ""))

@@ -28,7 +28,10 @@ def resolve_model_path(name: str, base_dir: str) -> Path:
 
 
 def load_model(path: Path, model: ModelConfig, dtype: torch.dtype) -> torch.nn.Module:
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=model.attn_implementation)
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=model.attn_implementation)
+    except ImportError as e:  # an attention kernel whose package is not installed (flash_attention_2 on a CPU)
+        raise ScoreError(f"model.attn_implementation={model.attn_implementation}: {str(e).splitlines()[0]}") from None
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
