@@ -1,7 +1,13 @@
+import io
+import sys
+import time
+
 import pytest
 import torch
+from score import progress as progress_module
 from score.config import PromptConfig, RolloutConfig
 from score.data import Problem
+from score.engines import Engine, Samples, Sampling
 from score.prompts import conversation_pieces
 from score.rollout import generate_rollouts
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -241,3 +247,31 @@ def test_plain_template_fallback(model, tokenizer, problems):
     assert text.startswith("User: Solve it.\n\nProblem:\n")
     assert text.endswith("Assistant:\na<|im_end|>\n\nUser: Check and fix.\n\nAssistant:\n<|im_end|>")
     assert out.lengths.tolist() == [[2, 1]]
+
+
+class SlowEngine(Engine):
+    """Answers every prompt with one stop token after `seconds`: a long generation without a model."""
+
+    def __init__(self, stop_id: int, seconds: float):
+        self.stop_id, self.seconds = stop_id, seconds
+
+    def sample(self, prompts: list[list[int]], sampling: Sampling) -> Samples:
+        time.sleep(self.seconds)
+        return Samples(ids=[[self.stop_id] for _ in prompts])
+
+
+def test_a_long_generation_reports_progress_in_a_log_and_a_short_one_is_silent(tokenizer, problems, monkeypatch):
+    monkeypatch.setattr(progress_module, "LOG_INTERVAL", 0.3)
+    for seconds in (0.0, 0.2):  # 2 batches x 2 attempts: 0.8 s in all, or too fast to mention
+        log = io.StringIO()  # not a terminal, like a Slurm job's output file
+        monkeypatch.setattr(sys, "stderr", log)
+        engine = SlowEngine(tokenizer.eos_token_id, seconds)
+        generate_rollouts(
+            engine, tokenizer, problems, CFG, PROMPTS, reward_fn=lambda t, p: [0.0] * len(t), batch_size=2
+        )
+        shown = log.getvalue().splitlines()
+        assert all(line.startswith("generate:") and "/6 [" in line for line in shown), shown
+        if seconds:
+            assert len(shown) >= 2 and "6/6 [" in shown[-1], shown  # on its way, then its end
+        else:
+            assert shown == []

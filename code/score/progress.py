@@ -28,8 +28,18 @@ class _Lines:
         self.stream.flush()
 
 
+def _in_terminal() -> bool:
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
 def progress(**kwargs) -> tqdm:
     """tqdm(**kwargs) in a terminal or notebook; plain periodic lines in a log."""
-    if sys.stderr.isatty() or "ipykernel" in sys.modules:
+    if _in_terminal():
         return tqdm(**kwargs)
     return tqdm(file=_Lines(sys.stderr), mininterval=LOG_INTERVAL, ascii=True, **kwargs)
+
+
+def inner_progress(**kwargs) -> tqdm:
+    """progress() for work inside a step (one long generation): silent unless it outlasts LOG_INTERVAL, so a log
+    shows a long generation moving (and its end) without a line for every short one; a terminal clears it."""
+    return progress(delay=LOG_INTERVAL, leave=not _in_terminal(), **kwargs)

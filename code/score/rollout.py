@@ -18,6 +18,7 @@ from score.data import Problem
 from score.domains import problem_rewards
 from score.engines import Engine, Sampling
 from score.engines.hf import HFEngine, resolve_hf_compile
+from score.progress import inner_progress
 from score.prompts import conversation_pieces, end_of_turn_id, splice
 
 RewardFn = Callable[[list[str], list[Problem]], list[float]]
@@ -98,11 +99,14 @@ def generate_rollouts(
     sampled: list[list[list[int]]] = [[] for _ in index]  # [N][K] ids of each attempt
     truncated: list[list[bool]] = [[] for _ in index]
     with_logprobs = True
+    others = torch.distributed.is_initialized() and torch.distributed.get_rank() > 0  # one process reports
+    bar = inner_progress(total=len(index) * attempts, desc="generate", unit="attempt", disable=others)
 
     for start in range(0, len(index), batch_size):
         rows = range(start, min(start + batch_size, len(index)))
         for k in range(1, attempts + 1):
             out = engine.sample([seqs[r] for r in rows], sampling)
+            bar.update(len(rows))
             with_logprobs = with_logprobs and out.logprobs is not None
             for i, (r, ids) in enumerate(zip(rows, out.ids, strict=True)):
                 sampled[r].append(ids)
@@ -115,6 +119,7 @@ def generate_rollouts(
                     seqs[r] += tail
                     masks[r] += [0] * len(tail)
                     logprobs[r] += [0.0] * len(tail)
+    bar.close()
 
     rows_problems = [problems[i] for i in index]
     texts_by_attempt = []
