@@ -33,9 +33,10 @@ def test_summary_mean_and_std_by_hand():
     summary = experiment.summarise({"score": runs, "base": runs[:1]})
     assert summary["score"]["accuracy_t1"] == pytest.approx(0.4)
     assert summary["score"]["accuracy_t1_std"] == pytest.approx(0.2)  # sample std of 0.2, 0.4, 0.6
-    assert summary["base"]["delta_std"] == 0.0 and summary["base"]["seeds"] == 1
+    assert summary["base"]["delta_std"] is None and summary["base"]["seeds"] == 1  # one seed: no spread measured
     table = experiment.summary_table(summary)
     assert "| SCoRe (Stage I + Stage II) | 40.0 ± 20.0 |" in table
+    assert "| Base model | 20.0 | 20.0 |" in table  # not "20.0 ± 0.0", which would read as a measured spread
 
 
 def test_paired_differences_by_hand():

@@ -116,14 +116,15 @@ def run_row(cfg: Config, row: str, seed: int, folder: Path) -> Config:
 
 
 def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:
-    """Mean and sample standard deviation of each paper metric over the seeds of a row."""
+    """Mean and sample standard deviation of each paper metric over the seeds of a row (std None: fewer than two
+    values, so no spread was measured)."""
     summary = {}
     for row, runs in results.items():
         summary[row] = {"seeds": len(runs)}
         for key in METRICS:
             values = [m[key] for m in runs if m.get(key) is not None]
             summary[row][key] = statistics.fmean(values) if values else None
-            summary[row][f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary[row][f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
     return summary
 
 
@@ -161,12 +162,19 @@ def paired_table(results: dict[str, list[dict]], reference: str) -> str:
     return "\n".join(lines)
 
 
+def mean_and_spread(mean: float | None, std: float | None) -> str:
+    """A table cell in percent: '52.6 ± 1.2', '52.6' where one value gave no spread, '-' where there was none."""
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
+
+
 def summary_table(summary: dict[str, dict]) -> str:
     columns = "Accuracy@t1 | Accuracy@t2 | Δ(t1,t2) | Δ i→c | P(c@t2 ∣ i@t1) | Δ c→i"
     header = f"| Method | {columns} | seeds |\n|---|---|---|---|---|---|---|---|"
     lines = [header]
     for row, s in summary.items():
-        cells = " | ".join("-" if s[k] is None else f"{100 * s[k]:.1f} ± {100 * s[k + '_std']:.1f}" for k in METRICS)
+        cells = " | ".join(mean_and_spread(s[k], s[f"{k}_std"]) for k in METRICS)
         lines.append(f"| {LABELS[row]} | {cells} | {s['seeds']} |")
     return "\n".join(lines)
 
@@ -224,7 +232,10 @@ def run_experiment(cfg: Config) -> Path:
             results[row].append(json.loads((evaluate(run) / "metrics.json").read_text()))
     summary = summarise(results)
     table = summary_table(summary)
-    report = f"# Experiment {name}\n\nMean ± standard deviation over seeds {seeds}.\n\n{table}\n"
+    report = (
+        f"# Experiment {name}\n\nMean ± standard deviation over seeds {seeds} (a row with one value, such as the "
+        f"untrained rows, shows it alone: no spread was measured).\n\n{table}\n"
+    )
     reference = cfg.experiment.compare_to
     if reference in results and len(results) > 1 and len(seeds) > 1:
         paired = paired_table(results, reference)
