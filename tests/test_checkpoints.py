@@ -12,6 +12,7 @@ from score.checkpoints import (
     changed_settings,
     check_resume,
     checkpoint_damage,
+    load_checkpoint,
     save_checkpoint,
     writing,
 )
@@ -73,8 +74,8 @@ def test_a_run_without_its_config_is_neither_resumed_nor_overwritten(tmp_path):
         check_resume(files, tiny("train.lr=0.5"), main_process=True)
 
 
-def save_two_checkpoints(files: RunFiles) -> None:
-    """step_1 and step_2 of a small model as the trainer writes them."""
+def save_two_checkpoints(files: RunFiles) -> tuple:
+    """step_1 and step_2 of a small model as the trainer writes them; returns what load_checkpoint takes."""
     accelerator = Accelerator(cpu=True)
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters())
@@ -84,6 +85,7 @@ def save_two_checkpoints(files: RunFiles) -> None:
         optimizer.step()
         scheduler.step()
         save_checkpoint(accelerator, files, model, optimizer, scheduler, step, stage=1, keep=2)
+    return accelerator, model, optimizer, scheduler
 
 
 def truncate(path) -> None:
@@ -118,6 +120,18 @@ def test_a_damaged_checkpoint_is_named_and_the_previous_one_taken(tmp_path, caps
     with pytest.raises(ScoreError, match="no complete checkpoint") as error:
         check_resume(files, cfg, main_process=True)
     assert "\n" not in str(error.value) and name in str(error.value)
+
+
+def test_a_checkpoint_with_wrong_bytes_is_one_error_line(tmp_path):
+    files = RunFiles(tmp_path / "run")
+    accelerator, model, optimizer, scheduler = save_two_checkpoints(files)
+    step2 = files.finished_checkpoints()[-1]
+    shard = next(step2.glob("*.distcp"))
+    shard.write_bytes(bytes(shard.stat().st_size))  # zeros: every file whole, the bytes wrong
+    assert checkpoint_damage(step2) is None
+    with pytest.raises(ScoreError, match=f"cannot load checkpoint {step2}, it is damaged") as error:
+        load_checkpoint(accelerator, step2, model, optimizer, scheduler)
+    assert "\n" not in str(error.value) and "move it aside" in str(error.value)
 
 
 def test_write_errors_name_the_folder_in_one_line(tmp_path, monkeypatch):

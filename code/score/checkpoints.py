@@ -256,6 +256,11 @@ def newest_intact_checkpoint(files: RunFiles, main_process: bool) -> Path | None
     return None
 
 
+def failures(error: BaseException) -> list[BaseException]:
+    """What each process raised inside torch.distributed.checkpoint, which wraps it in a CheckpointException."""
+    return [failure for failure, _ in error.failures.values()] if isinstance(error, CheckpointException) else [error]
+
+
 @contextmanager
 def writing(folder: Path):
     """An OSError while writing under `folder` (read-only, disk full, a file where a folder belongs), also one
@@ -263,8 +268,7 @@ def writing(folder: Path):
     try:
         yield
     except (OSError, CheckpointException) as error:
-        failures = error.failures.values() if isinstance(error, CheckpointException) else [(error, None)]
-        cause = next((failure for failure, _ in failures if isinstance(failure, OSError)), None)
+        cause = next((failure for failure in failures(error) if isinstance(failure, OSError)), None)
         if cause is None:
             raise
         raise ScoreError(f"cannot write to {folder}: {cause.strerror or cause}") from error
@@ -368,8 +372,15 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, policy, optimize
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     model_state, optimizer_state = get_state_dict(policy, optimizer)
     loaded = {"model": model_state, "optimizer": optimizer_state}
-    with quiet_single_process():
-        dcp.load(loaded, checkpoint_id=checkpoint)
+    try:  # checkpoint_damage found every file whole; their bytes can still be wrong
+        with quiet_single_process():
+            dcp.load(loaded, checkpoint_id=checkpoint)
+    except (Exception, CheckpointException) as error:  # CheckpointException is a BaseException
+        reason = "; ".join(f"{type(failure).__name__}: {failure}".splitlines()[0] for failure in failures(error))
+        raise ScoreError(
+            f"cannot load checkpoint {checkpoint}, it is damaged ({reason}); move it aside to resume from the "
+            "previous one"
+        ) from error
     set_state_dict(policy, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     rng = checkpoint / f"rng_{accelerator.process_index}.pt"
