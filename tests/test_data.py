@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from score import tiny
-from score.config import REPO_ROOT, ScoreError
-from score.data import MissingSplit, Problem, load_math, subject_key
+from score.config import REPO_ROOT, DataConfig, ScoreError
+from score.data import MissingSplit, Problem, load_math, subject_key, training_problems
 
 MATH500 = REPO_ROOT.parent / "shared" / "data" / "math500.jsonl"
 
@@ -83,9 +83,12 @@ def test_paper_scheme_errors(layout):
 
 
 def test_missing_data_says_download(tmp_path):
-    for source in (tmp_path / "MATH", "data/no-such-folder", tmp_path / "x.jsonl"):
+    for source in (tmp_path / "MATH", "data/no-such-folder"):
         with pytest.raises(ScoreError, match=r"not found; run `python code/main.py --task download`"):
             load_math(source)
+    with pytest.raises(ScoreError) as e:  # the user's own file: no download writes it
+        load_math(tmp_path / "x.jsonl")
+    assert str(e.value) == f"problem file {tmp_path / 'x.jsonl'} not found"
     (tmp_path / "empty").mkdir()
     with pytest.raises(ScoreError, match=r"no MATH data in .*empty .*--task download"):
         load_math(tmp_path / "empty")
@@ -270,3 +273,17 @@ def test_real_math500():
     assert {p.level for p in problems} == {1, 2, 3, 4, 5}
     assert all(p.answer for p in problems)
     assert len({p.id for p in problems}) == 500 and problems[0].id == "test/precalculus/807.json"
+
+
+def test_no_training_problems_names_only_the_filters_in_use(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ScoreError) as e:
+        training_problems(DataConfig(source=str(empty)))
+    assert str(e.value) == f"no training problems in {empty}"  # no filter was set: none is blamed
+    one = tiny.write_sample_jsonl(tmp_path / "one.jsonl", [tiny.sample_problems()[0]])  # Algebra, level 1
+    with pytest.raises(ScoreError) as e:
+        training_problems(DataConfig(source=str(one), levels=[5]))
+    assert str(e.value) == f"no training problems in {one} after the filters data.levels=[5]"
+    with pytest.raises(ScoreError, match=r"after the filters data.subjects=\['Prealgebra'\], data.levels=\[1\]$"):
+        training_problems(DataConfig(source=str(one), subjects=["Prealgebra"], levels=[1]))

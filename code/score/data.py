@@ -320,6 +320,8 @@ def _locate(source: str | Path) -> tuple[str, Path | str]:
     looks_local = Path(text).suffix in FILE_SUFFIXES or resolve_path(text.split("/")[0]).exists()
     if re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", text) and not looks_local:
         return "hub", text
+    if path.suffix in FILE_SUFFIXES:  # a file of the user's own, which no download writes
+        raise ScoreError(f"problem file {path} not found")
     raise ScoreError(f"{path} not found; {DOWNLOAD_HINT}")
 
 
@@ -394,5 +396,8 @@ def training_problems(data: DataConfig) -> list[Problem]:
         math500_ids=resolve_path(data.math500_ids),
     )
     if not problems:
-        raise ScoreError(f"no training problems left in {data.source} after the subject/level filters")
+        set_filters = (("subjects", data.subjects), ("levels", data.levels))
+        filters = [f"data.{name}={value}" for name, value in set_filters if value]  # only those in use
+        after = f" after the filters {', '.join(filters)}" if filters else ""
+        raise ScoreError(f"no training problems in {data.source}{after}")
     return problems
