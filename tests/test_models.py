@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from score.config import ModelConfig, ScoreError
-from score.models import check_sharding_settings, disable_dropout, load_model
+from score.models import check_sharding_settings, disable_dropout, load_model, weight_dtypes
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 TIMEOUT = 300  # seconds; a process stuck in a collective the other never joins fails the test instead of hanging
@@ -123,3 +123,11 @@ def test_an_attention_kernel_without_its_package_is_one_line(tiny_model_dir):
     with pytest.raises(ScoreError, match="model.attn_implementation=flash_attention_2: .*FlashAttention2") as e:
         load_model(tiny_model_dir, config, torch.float32)
     assert "\n" not in str(e.value)
+
+
+def test_float16_weights_are_refused_on_a_cpu_only():
+    with pytest.raises(ScoreError, match="model.dtype=float16 on a CPU") as e:
+        weight_dtypes(ModelConfig(dtype="float16"), on_gpu=False)
+    assert "\n" not in str(e.value)
+    assert weight_dtypes(ModelConfig(dtype="float16"), on_gpu=True) == (torch.float16, torch.float16, "no")
+    assert weight_dtypes(ModelConfig(dtype="bfloat16"), on_gpu=False) == (torch.bfloat16, torch.bfloat16, "no")

@@ -55,6 +55,10 @@ def weight_dtypes(model: ModelConfig, on_gpu: bool) -> tuple[torch.dtype, torch.
     """
     if model.dtype == "auto":
         return (torch.float32, torch.float32, "bf16") if on_gpu else (torch.float32, torch.float32, "no")
+    if model.dtype == "float16" and not on_gpu:  # tiny.yaml on a CPU: non-finite sampling at step 2
+        raise ScoreError(
+            "model.dtype=float16 on a CPU: its weights turn non-finite in training; use auto, bfloat16 or float32"
+        )
     dtype = getattr(torch, model.dtype)
     return dtype, dtype, "no"
 
