@@ -279,6 +279,7 @@ def load_test_problems(cfg: Config) -> tuple[list[Problem], str]:
 
 
 def evaluation_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on a GPU; fp32 on a CPU, where bf16 matmuls are slow and round differently."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
@@ -383,7 +384,7 @@ def evaluate(cfg: Config) -> Path:
     if changed and main:  # the same model folder with other files (trained further): its old results are stale
         aside = out.with_name(f"{out.name}.superseded-{datetime.now(UTC):%Y%m%dT%H%M%S%f}")
         out.rename(aside)
-        print(f"evaluate: the files of {model_path} changed since {out} was written: evaluating again (was: {aside})")
+        print(f"evaluate: the files of {model_path} changed since {out} was written: evaluating again (old: {aside})")
     accelerator.wait_for_everyone()  # the main process has moved a superseded evaluation aside
     generations = out / "generations.jsonl"
     done = read_generations(generations)
