@@ -60,7 +60,9 @@ def _help(text: str, default, **kwargs):
 class ModelConfig:
     name: str = _help("Hub id (downloaded into base_dir/<name>) or a local model folder.", "Qwen/Qwen2.5-1.5B-Instruct")
     base_dir: str = _help("Where --task download puts base models.", "base_models")
-    dtype: str = _help("Weights dtype: auto (bf16 on GPU, fp32 on CPU), bfloat16, float16 or float32.", "auto")
+    dtype: str = _help(
+        "Weights dtype: auto (bf16 on GPU, fp32 on CPU), bfloat16, float16 (GPU only) or float32.", "auto"
+    )
     gradient_checkpointing: bool = _help(
         "Recompute activations in the backward pass to save memory (the policy trains in train mode, dropout off).",
         False,
