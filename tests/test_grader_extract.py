@@ -1,3 +1,5 @@
+import time
+
 import pytest
 from score.grader import extract_answer, reward
 
@@ -205,3 +207,27 @@ def test_read_answers_are_graded(solution, gold, extraction):
 )
 def test_near_misses_are_not_credited(solution, gold, extraction):
     assert reward(solution, gold, extraction=extraction) == 0.0
+
+
+# Model output is hostile: 50,000 characters of each kind must cost linear time, not quadratic (which takes
+# minutes here); the bound is loose for busy machines.
+HOSTILE = {
+    "spaces after a marker": "the answer is" + " " * 50_000 + "x",
+    "spaces and tabs before a colon": "answer" + " \t" * 25_000 + "?",
+    "open groups after markers": "the answer is \\(" * 3_000,
+    "unclosed boxes": "\\boxed{" * 7_000,
+    "tags never closed": "<answer>" * 6_000,
+    "headings": "####" * 12_000,
+    "closing lines": "5\n" + "</a>\n" * 10_000,
+    "spaces before the end": "5" + " " * 50_000 + "x",
+    "number words": "one " * 12_000,
+    "maths closed before it opens": "\\)" * 12_000 + "\\(" * 12_000,
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE.values(), ids=HOSTILE)
+def test_hostile_text_is_read_in_linear_time(text):
+    for mode in ("strict", "lenient"):
+        start = time.perf_counter()
+        extract_answer(text, mode)
+        assert time.perf_counter() - start < 1.0

@@ -24,23 +24,28 @@ _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 # line start, <answer>, "answer": ; "option"/"choice" in a letter named in prose; `####` and `A:` at a line start.
 _KEYWORDS = ("answer", "option", "choice", "####", "a:")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_AFTER_ANSWER = re.compile(r"answer\s*\**\s*(?:(is)\b|:)")  # group 1: `is`, else a colon
+_AFTER_ANSWER = re.compile(r"answer\s*+\**+\s*+(?:(is)\b|:)")  # group 1: `is`, else a colon
+# Possessive quantifiers (*+) keep every pattern linear on hostile runs of spaces; at most MAX_MARKERS markers
+# are read, each within MAX_VALUE_CHARS of it, so no text costs more than linear time.
+MAX_MARKERS = 64
+MAX_VALUE_CHARS = 2000
+
 _JSON_KEY = re.compile(r'"answer"\s*:')
 _HOPE = re.compile(r"I hope it is correct", re.IGNORECASE)
 # "the answer is (D)", "Answer: \\textbf{(C)}", "among A through E, the answer is D."
 _PROSE_CHOICE = re.compile(
-    r"(?i:answer|option|choice)(?:\s+(?i:is|would be|should be))?\s*:?\s*(?:(?i:option|choice)\s+)?"
-    r"(?:\$|\*\*|\\text(?:bf)?\{)*\s*(?:\(([A-E])\)|([A-E])(?=\s*(?:[.,;:!}$]|\*\*|\n|\Z)))"
+    r"(?i:answer|option|choice)(?:\s++(?i:is|would be|should be))?+\s*+:?+\s*+(?:(?i:option|choice)\s++)?+"
+    r"(?:\$|\*\*|\\text(?:bf)?\{)*+\s*+(?:\(([A-E])\)|([A-E])(?=\s*(?:[.,;:!}$]|\*\*|\n|\Z)))"
 )
 # A value written after a marker: a number (with currency, thousands, %, √, π and up to two unit words) or an
 # option letter or True/False, each ending its statement; or a complete $...$ / \(...\) / \[...\].
 _NUM = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
 _TERM = r"(?:" + _NUM + r"(?:√\(?\d+\)?|π)*|(?:√\(?\d+\)?|π)+)"
 _QUANTITY = r"[-+]?(?:\\?\$ ?)?" + _TERM + r"(?:/" + _TERM + r")?(?: ?\\?%)?"
-_END = r"(?=[ \t]*(?:\*\*|__)?[ \t]*(?:[.!?;)]?[ \t]*(?:\n|\Z)|[.!?;][ \t]))"
+_END = r"(?=[ \t]*+(?:\*\*|__)?+[ \t]*+(?:[.!?;)]?+[ \t]*+(?:\n|\Z)|[.!?;][ \t]))"
 _NOT_UNIT = r"(?!(?:or|and|if|than|times|plus|minus|but|not|less|more)\b)"
 _VALUE = re.compile(
-    r"[ \t]*:?[ \t]*(?:\*\*|__)?[ \t]*(?:"
+    r"[ \t]*+:?+[ \t]*+(?:\*\*|__)?+[ \t]*+(?:"
     rf"(?P<quantity>{_QUANTITY}(?:[ \t]+{_NOT_UNIT}[A-Za-z]+){{0,2}}){_END}"
     rf"|\((?P<letter>[a-eA-E])\){_END}|(?P<truth>True|False|true|false|TRUE|FALSE){_END}"
     r"|\$\$(?P<display>.+?)\$\$|\$(?P<inline>(?:[^$\\]|\\.)+)\$|\\\((?P<paren>.+?)\\\)|\\\[(?P<bracket>.+?)\\\]"
@@ -57,10 +62,9 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _MATH_SPAN = re.compile(r"(?<!\\)\$([^$]+)(?<!\\)\$|\\\((.+?)\\\)")
 _QUANTITY_RE = re.compile(_QUANTITY)
 _PROSE_LIST = re.compile(rf"\[\s*({_QUANTITY}(?:\s*,\s*{_QUANTITY})+)\s*\]")  # "the roots are [2, 2]"
-# Lines that close markup after the last sentence: </answer>, code fences, a display's \] or $$.
-_CLOSING_LINES = re.compile(r"(?:\s*(?:</[A-Za-z]+>|```[A-Za-z]*|<\|[a-z_]+\|>|\\\]|\$\$))+\s*\Z")
+# A line that closes markup after the last sentence: </answer>, a code fence, a display's \] or $$.
+_CLOSING_LINE = re.compile(r"</[A-Za-z]+>|```[A-Za-z]*|<\|[a-z_]+\|>|\\\]|\$\$")
 _DOLLAR_NOT_CURRENCY = re.compile(r"(?<!\\)\$(?!\d)")  # $350 - $100 = $250 are amounts, not maths
-_OPEN_END = re.compile(r"[-+*/=^_{(\[,\\&]\s*\Z")
 _RELATION = re.compile(r"=|\\approx|≈")
 _NAME_SIDE = re.compile(r"\s*(?:[A-Za-z](?:_\{?\w+\}?)?|[^A-Za-z]*)\s*")  # `x`, `A_1`, or no variable
 _WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
@@ -157,8 +161,9 @@ def _keyword_markers(text: str, since: int) -> list[tuple[int, str, int]]:
     for keyword in _KEYWORDS:
         at = lower.find(keyword, since)
         while at >= 0:
-            line = lower[lower.rfind("\n", 0, at) + 1 : at]
-            at_line_start = not line.strip(" \t>*#")
+            before = lower[max(0, at - 40) : at]  # a bounded look back: a line start is near, or not there
+            line = before[before.rfind("\n") + 1 :]
+            at_line_start = not line.strip(" \t>*#") and ("\n" in before or at <= 40)
             if keyword in ("option", "choice", "answer") and (choice := _PROSE_CHOICE.match(text, at)):
                 marks.append((at, "choice", choice.end()))
             if keyword == "answer":
@@ -205,7 +210,7 @@ def _read_marker(text: str, kind: str, start: int, end: int) -> tuple[str | None
     if kind == "hashes":
         value = _HASHES_VALUE.match(text, end)
         return (value[1], "strong") if value else (None, "skip")
-    value = _VALUE.match(text, end)
+    value = _VALUE.match(text, end, end + MAX_VALUE_CHARS)
     if value:
         return _value(value), "strong"
     if kind == "final":
@@ -226,7 +231,7 @@ def _explicit_answer(text: str) -> str | None:
     # Nothing before a complete last box can win, so only the text after it is searched for other markers.
     since = boxes[-1][0] if boxes and _boxed_content(text, boxes[-1][2]) else 0
     weak = None
-    for start, kind, end in sorted(boxes + _keyword_markers(text, since), reverse=True):
+    for start, kind, end in sorted(boxes + _keyword_markers(text, since), reverse=True)[:MAX_MARKERS]:
         answer, firmness = _read_marker(text, kind, start, end)
         if firmness == "strong":
             return answer
@@ -243,7 +248,7 @@ def _cut_off(sentence: str) -> bool:
         sentence.count("{") != sentence.count("}")
         or sentence.count("\\(") != sentence.count("\\)")
         or len(re.findall(r"(?<!\\)\$", sentence)) % 2 == 1
-        or _OPEN_END.search(sentence) is not None
+        or sentence.rstrip()[-1:] in ("-", "+", "*", "/", "=", "^", "_", "{", "(", "[", ",", "\\", "&")
     )
 
 
@@ -275,11 +280,13 @@ def _number_in_words(sentence: str) -> str | None:
 def _last_sentence_answer(solution: str) -> str | None:
     """The value the last sentence states (after closing markup lines): its last $...$ (the value after its
     last relation), else its last number, list in brackets or number in words. None when the text is cut off."""
-    closing = _CLOSING_LINES.search(solution)
-    sentences = [s for s in _SENTENCE_END.split(solution[: closing.start()] if closing else solution) if s.strip()]
+    end = len(solution.rstrip())
+    while _CLOSING_LINE.fullmatch(solution[(start := solution.rfind("\n", 0, end) + 1) : end].strip()):
+        end = max(start - 1, 0)
+    sentences = [s for s in _SENTENCE_END.split(solution[:end]) if s.strip()]
     if not sentences:
         return None
-    last = sentences[-1].strip()
+    last = sentences[-1].strip()[-MAX_VALUE_CHARS:]  # what a sentence states is at its end
     if "$" in last and not _DOLLAR_NOT_CURRENCY.search(last):
         last = re.sub(r"\\?\$", "", last)
     if _cut_off(last):
