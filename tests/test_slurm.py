@@ -3,8 +3,9 @@
 Two jobs of the tiny config, one with 1 and one with 2 training processes. The first gets the time-limit
 warning (USR1 to the batch shell, as `--signal=B:USR1@300` sends it) mid-run and must checkpoint and requeue
 itself; the second is requeued from outside with `scontrol requeue` (SIGTERM to every process). Both must
-resume from their checkpoint, finish, and evaluate their own run. Installing the packages needs root and
-Debian's archive; where they cannot be installed the test prints one line and skips.
+resume from their checkpoint, finish, and evaluate their own run. A third job, of 1 process, has a 2-minute
+limit: training reads the job's end time, stops with a checkpoint by itself, and the job requeues. Installing
+the packages needs root and Debian's archive; where they cannot be installed the test prints one line and skips.
 """
 
 from __future__ import annotations
@@ -183,7 +184,8 @@ def slurm(tmp_path_factory, request):
         cluster.stop()
 
 
-def submit(slurm: LocalSlurm, work: Path, run_name: str, processes: int) -> str:
+def submit(slurm: LocalSlurm, work: Path, run_name: str, processes: int, *sbatch: str, **settings) -> str:
+    """sbatch run.slurm of the tiny config; `sbatch` options and train settings override the test's defaults."""
     env = {
         **slurm.env,
         "OMP_NUM_THREADS": "1",
@@ -200,6 +202,7 @@ def submit(slurm: LocalSlurm, work: Path, run_name: str, processes: int) -> str:
         "train.stage1_steps": STEPS // 2,  # long enough for the interruption to land mid-run
         "train.stage2_steps": STEPS // 2,
         "train.save_every": 10,
+        **settings,
     }
     command = [
         "sbatch",
@@ -208,6 +211,7 @@ def submit(slurm: LocalSlurm, work: Path, run_name: str, processes: int) -> str:
         "--gres=none",
         "--cpus-per-task=2",
         "--time=20",
+        *sbatch,
         f"--job-name={run_name}",
         f"--output={work / run_name}-%j.out",
         "--export=ALL,CONFIG=configs/tiny.yaml",
@@ -234,21 +238,35 @@ def wait_until_done(slurm: LocalSlurm, job_id: str) -> dict[str, str]:
     return slurm.job(job_id)
 
 
-@pytest.mark.parametrize("processes, interrupt", [(1, "usr1"), (2, "requeue")])
+@pytest.mark.parametrize("processes, interrupt", [(1, "usr1"), (2, "requeue"), (1, "time")])
 def test_job_is_interrupted_requeued_and_resumes(slurm, tmp_path, processes, interrupt):
-    run_name = f"job{processes}"
-    job_id = submit(slurm, tmp_path, run_name, processes)
+    run_name = f"job{processes}{interrupt}"
     run = tmp_path / "runs" / run_name
-    wait_for_steps(slurm, job_id, run / "metrics.jsonl", 1)
+    if interrupt == "time":
+        # 2 minutes, 100 s of them kept for the checkpoint: training stops within a few steps by itself (USR1 at
+        # 1 s before the end, never reached); once it has, the job gets 20 minutes to finish after its requeue
+        margin = {"train.stop_margin": 100}
+        job_id = submit(slurm, tmp_path, run_name, processes, "--time=2", "--signal=B:USR1@1", **margin)
+        log_file = tmp_path / f"{run_name}-{job_id}.out"
+        stopped = lambda: log_file.exists() and "stopped by the time limit" in log_file.read_text()  # noqa: E731
+        slurm.wait_for(stopped, f"job {job_id} to stop before its time limit", timeout=600)
+        slurm.run("scontrol", "update", f"JobId={job_id}", "TimeLimit=20")
+    else:
+        job_id = submit(slurm, tmp_path, run_name, processes)
+        wait_for_steps(slurm, job_id, run / "metrics.jsonl", 1)
     if interrupt == "usr1":  # what --signal=B:USR1@300 sends before the time limit
         slurm.run("scancel", "--batch", "--signal=USR1", job_id)
-    else:
+    elif interrupt == "requeue":
         slurm.run("scontrol", "requeue", job_id)
     job = wait_until_done(slurm, job_id)
     log = (tmp_path / f"{run_name}-{job_id}.out").read_text()
     assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job, log[-5000:], slurm.logs())
-    assert int(job["Restarts"]) == 1, job
-    assert re.search(r"stopped by signal \w+ after step \d", log), log[-5000:]
+    if interrupt == "time":  # a restart that began before the update stops again
+        assert int(job["Restarts"]) >= 1 and "run.slurm: stopped (status 75); requeueing" in log, job
+        assert re.search(r"stopped by the time limit after step \d+ of 30", log), log[-5000:]
+    else:
+        assert int(job["Restarts"]) == 1, job
+        assert re.search(r"stopped by signal \w+ after step \d", log), log[-5000:]
     assert re.search(r"resuming from .*step_\d", log), log[-5000:]
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, STEPS + 1))
