@@ -101,8 +101,7 @@ def compare_speed(sets: dict, path: Path, rounds: int) -> None:
     checkers = {"old": (old_check, old_clear), "new": (ours, clear_caches)}
     print(f"\n{path} (old) against score.grader (new): median of {rounds} interleaved cold rounds")
     for name, rows in sets.items():
-        if any(expected is None for *_, expected in rows):
-            continue
+        labeled = all(expected is not None for *_, expected in rows)
         speeds: dict[str, list[float]] = {"old": [], "new": []}
         right = {}
         for r in range(rounds):
@@ -110,9 +109,10 @@ def compare_speed(sets: dict, path: Path, rounds: int) -> None:
                 speed, right[who] = timed(rows, checkers[who][0], checkers[who][1])
                 speeds[who].append(speed)
         old, new = statistics.median(speeds["old"]), statistics.median(speeds["new"])
+        score = {who: f"({right[who]}/{len(rows)} right)" if labeled else "(unlabeled)" for who in right}
         print(
-            f"  {name:32s} {len(rows):4d} pairs  old {old:7.0f} pairs/s ({right['old']}/{len(rows)} right)  "
-            f"new {new:7.0f} pairs/s ({right['new']}/{len(rows)} right)  new/old {new / old:.3f}"
+            f"  {name:32s} {len(rows):4d} pairs  old {old:7.0f} pairs/s {score['old']}  "
+            f"new {new:7.0f} pairs/s {score['new']}  new/old {new / old:.3f}"
         )
 
 
