@@ -228,8 +228,9 @@ class GraderConfig:
         "Seconds a code answer's program and its tests may run in the sandbox (score/code/); past it: wrong.", 5.0
     )
     extraction: str = _help(
-        "Where the final answer is read: strict (\\boxed{}, 'The final answer is', 'the answer is (D)') or "
-        "lenient (also the last number of the last sentence; for models not trained on the format).",
+        "Where the final answer is read: strict (explicit markers only: \\boxed{}, 'the answer is N', '#### N', "
+        "'Answer:' lines, <answer> tags, a JSON 'answer'; README lists them) or lenient (also the value the last "
+        "sentence states; for models not trained on the format).",
         "strict",
     )
 
