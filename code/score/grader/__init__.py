@@ -9,7 +9,8 @@ reusable helper process that is killed when the time is up, so every call return
 any thread.
 
 The stages, one file each, in the order an answer meets them:
-    extract.py    the final answer of a solution (\\boxed{}, "The final answer is ...", strict or lenient)
+    extract.py    the final answer of a solution (strict: explicit markers such as \\boxed{} or "the answer is
+                  N"; lenient: also the value its last sentence states)
     normalize.py  answer string -> canonical string and unit (wrappers, units, labels, words, times, numerals)
     parse.py      canonical string -> tree (whitelisted tokens, recursive descent, answer structure)
     exact.py      exact arithmetic on trees (rationals, polynomials in variables, pi, e, i)
