@@ -138,6 +138,7 @@ def test_explicit_answer_markers_in_both_modes(solution, answer):
         "#### 2. Compute the total",
         "A: Natalia sold 48 clips in April and half as many in May.",
         "To answer (a), note that 5 > 3.",
+        "Which is it?\nA: 12\nB: 15\nC: 18",  # a list of options, none chosen
         "<answer>5",
         '{"answer": "5',
         "<answer>The total is 19.</answer>",  # prose in the tags is no explicit answer
@@ -164,6 +165,7 @@ def test_near_miss_markers_give_no_strict_answer(solution):
         ("She has $350 - $100 = $250 left.", "250"),
         ("It is 2√3.", "2√3"),
         ("No one came.", None),
+        ("Tom has 5 apples. How many are left if he eats 2?", None),  # a question states no value
         ("So $x = \\frac{4}{n} - \\frac{1}{", None),  # cut off mid-expression
         ("The total is 5 +", None),
         ("She sold 5 cups.\nQuestion: How many cups are left? He has 9 left.", None),  # ran on into a new problem

@@ -53,6 +53,7 @@ _VALUE = re.compile(
     re.DOTALL,
 )
 _PROSE = re.compile(r"(?<![\\\w])[A-Za-z]{2,}\s+[A-Za-z]{2,}\s+[A-Za-z]{2,}")  # three words in a row
+_OPTION_B_NEXT = re.compile(r"[^\n]*\n[ \t>*#]*\(?B\)?[ \t]*[:.)]")  # `A: 12` opening a list of options
 _NUMBER_NEXT = re.compile(r"[ \t:*]*[-+]?\\?\$?\d")  # "the answer is 3 + 4 = 7": a number we cannot read
 _HASHES_VALUE = re.compile(rf"[ \t]*({_QUANTITY})[ \t]*(?:\n|\Z)")
 _JSON_VALUE = re.compile(r'\s*("(?:[^"\\\n]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)')
@@ -210,6 +211,8 @@ def _read_marker(text: str, kind: str, start: int, end: int) -> tuple[str | None
     if kind == "hashes":
         value = _HASHES_VALUE.match(text, end)
         return (value[1], "strong") if value else (None, "skip")
+    if kind == "a line" and _OPTION_B_NEXT.match(text, end):
+        return None, "skip"
     value = _VALUE.match(text, end, end + MAX_VALUE_CHARS)
     if value:
         return _value(value), "strong"
@@ -289,7 +292,7 @@ def _last_sentence_answer(solution: str) -> str | None:
     last = sentences[-1].strip()[-MAX_VALUE_CHARS:]  # what a sentence states is at its end
     if "$" in last and not _DOLLAR_NOT_CURRENCY.search(last):
         last = re.sub(r"\\?\$", "", last)
-    if _cut_off(last):
+    if _cut_off(last) or last.endswith("?"):  # a question states no value
         return None
     spans = _MATH_SPAN.findall(last)
     if spans:
