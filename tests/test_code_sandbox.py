@@ -219,3 +219,17 @@ def test_forked_and_daemonised_children_die_with_the_program():
     passed, daemon = out.stdout.split()
     assert passed == "True"
     assert not os.path.exists(f"/proc/{daemon}")
+
+
+def test_what_the_machine_does_not_enforce_is_one_warning_line(monkeypatch, capsys):
+    from score.code import pool
+
+    class Unisolated:
+        gaps = ["network isolation (no network namespace)", "a PID namespace per program"]
+
+    monkeypatch.setattr(pool, "Worker", Unisolated)
+    monkeypatch.setattr(pool, "_WARNED", [False])
+    pool.Pool(2)
+    pool.Pool(2)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "not enforced" in lines[0] and "network isolation" in lines[0]

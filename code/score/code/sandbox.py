@@ -37,6 +37,7 @@ PRELOAD = ("collections", "functools", "heapq", "itertools", "math", "random", "
 KILL_GRACE = 0.5  # seconds after the deadline for the kill and the reaping
 _LIBC = ctypes.CDLL(None, use_errno=True)
 ROOT = os.geteuid() == 0  # on the host, before any user namespace
+DROP_UID = ROOT  # programs run as SANDBOX_UID; isolate_worker turns it off where switching fails
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,41 @@ def _keep_only_read_capability() -> None:
         raise OSError(ctypes.get_errno(), "capset failed")
 
 
+def _drop_to_sandbox_uid(processes: int) -> None:
+    _prctl(PR_SET_KEEPCAPS, 1)
+    os.setgroups([])
+    os.setgid(SANDBOX_UID)
+    os.setuid(SANDBOX_UID)
+    _keep_only_read_capability()
+    resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+
+
+def _works_in_a_child(action) -> bool:
+    """Whether `action()` runs without error in a forked child (which then exits)."""
+    child = os.fork()
+    if child == 0:
+        try:
+            action()
+            os._exit(0)
+        finally:
+            os._exit(1)
+    return os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+
+
+def _probe_sandbox_uid() -> None:
+    _drop_to_sandbox_uid(Limits().processes)
+    with open(os.__file__, "rb"):
+        pass
+
+
+def _probe_pid_namespace() -> None:
+    if not _unshare(CLONE_NEWPID):
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWPID) failed")
+
+
 def isolate_worker() -> list[str]:
     """Enter a network namespace (with a user namespace when not root); what is not enforced, as phrases."""
+    global DROP_UID
     gaps = []
     if ROOT:
         ok = _unshare(CLONE_NEWNET)
@@ -89,10 +123,10 @@ def isolate_worker() -> list[str]:
         gaps.append("an own uid and a process count (not root: writes are checked by the audit hook only)")
     if not ok:
         gaps.append("network isolation (no network namespace: sockets are refused by the audit hook only)")
-    child = os.fork()
-    if child == 0:  # can this worker give a job its own PID namespace?
-        os._exit(0 if _unshare(CLONE_NEWPID) else 1)
-    if os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) != 0:
+    if ROOT and not _works_in_a_child(_probe_sandbox_uid):
+        DROP_UID = False
+        gaps.append("an own uid and a process count (uid 65534 cannot be used or cannot read the interpreter)")
+    if not _works_in_a_child(_probe_pid_namespace):
         gaps.append("a PID namespace per program (forked children are killed through the process group only)")
     return gaps
 
@@ -117,13 +151,8 @@ def _enter_sandbox(folder: str, out_fd: int, verdict_fd: int, timeout: float, li
     ):
         resource.setrlimit(kind, (value, value))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # too large a file: an error to the program, not a kill
-    if ROOT:
-        _prctl(PR_SET_KEEPCAPS, 1)
-        os.setgroups([])
-        os.setgid(SANDBOX_UID)
-        os.setuid(SANDBOX_UID)
-        _keep_only_read_capability()
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+    if DROP_UID:
+        _drop_to_sandbox_uid(limits.processes)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it: the child's death kills this one
     return 3
 
@@ -176,7 +205,7 @@ def run_job(program: str, tests: str, timeout: float, limits: Limits) -> Outcome
     """Judge one program in a fresh sandboxed process; returns within timeout + KILL_GRACE."""
     deadline = time.monotonic() + timeout
     folder = tempfile.mkdtemp(prefix="score-code-")
-    if ROOT:
+    if DROP_UID:
         os.chown(folder, SANDBOX_UID, SANDBOX_UID)
     out_r, out_w = os.pipe()
     verdict_r, verdict_w = os.pipe()
