@@ -101,6 +101,7 @@ def test_unknown_extraction_mode_is_an_error():
         ("The answer is: **7**", "7"),
         ("The answer is $18.", "$18"),  # a dollar amount, not the start of maths
         ("The answer is $\\frac{1}{2}$ because it halves.", "\\frac{1}{2}"),
+        ("The answer is:\n\\[\n\\frac{1}{2}\n\\]", "\\frac{1}{2}"),
         ("The answer is 2√3.", "2√3"),
         ("She sold 48/2 = 24 clips.\n#### 72", "72"),
         ("#### 1,234", "1,234"),
@@ -138,6 +139,7 @@ def test_explicit_answer_markers_in_both_modes(solution, answer):
         "#### 2. Compute the total",
         "A: Natalia sold 48 clips in April and half as many in May.",
         "To answer (a), note that 5 > 3.",
+        "Answer:\n1. First we add the two numbers.",  # a numbered step, not a value
         "Which is it?\nA: 12\nB: 15\nC: 18",  # a list of options, none chosen
         "<answer>5",
         '{"answer": "5',
@@ -215,6 +217,7 @@ def test_near_misses_are_not_credited(solution, gold, extraction):
 # minutes here); the bound is loose for busy machines.
 HOSTILE = {
     "spaces after a marker": "the answer is" + " " * 50_000 + "x",
+    "blank lines after a marker": "the answer is" + "\n" * 50_000 + "$x",
     "spaces and tabs before a colon": "answer" + " \t" * 25_000 + "?",
     "open groups after markers": "the answer is \\(" * 3_000,
     "unclosed boxes": "\\boxed{" * 7_000,

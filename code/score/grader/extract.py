@@ -38,7 +38,8 @@ _PROSE_CHOICE = re.compile(
     r"(?:\$|\*\*|\\text(?:bf)?\{)*+\s*+(?:\(([A-E])\)|([A-E])(?=\s*(?:[.,;:!}$]|\*\*|\n|\Z)))"
 )
 # A value written after a marker: a number (with currency, thousands, %, √, π and up to two unit words) or an
-# option letter or True/False, each ending its statement; or a complete $...$ / \(...\) / \[...\].
+# option letter or True/False, each ending its statement; or a complete $...$ / \(...\) / \[...\], which may
+# start on the next line (a number there may be a numbered step instead).
 _NUM = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
 _TERM = r"(?:" + _NUM + r"(?:√\(?\d+\)?|π)*|(?:√\(?\d+\)?|π)+)"
 _QUANTITY = r"[-+]?(?:\\?\$ ?)?" + _TERM + r"(?:/" + _TERM + r")?(?: ?\\?%)?"
@@ -48,7 +49,7 @@ _VALUE = re.compile(
     r"[ \t]*+:?+[ \t]*+(?:\*\*|__)?+[ \t]*+(?:"
     rf"(?P<quantity>{_QUANTITY}(?:[ \t]+{_NOT_UNIT}[A-Za-z]+){{0,2}}){_END}"
     rf"|\((?P<letter>[a-eA-E])\){_END}|(?P<truth>True|False|true|false|TRUE|FALSE){_END}"
-    r"|\$\$(?P<display>.+?)\$\$|\$(?P<inline>(?:[^$\\]|\\.)+)\$|\\\((?P<paren>.+?)\\\)|\\\[(?P<bracket>.+?)\\\]"
+    r"|\s*+(?:\$\$(?P<display>.+?)\$\$|\$(?P<inline>(?:[^$\\]|\\.)+)\$|\\\((?P<paren>.+?)\\\)|\\\[(?P<bracket>.+?)\\\])"
     r")",
     re.DOTALL,
 )
