@@ -32,33 +32,53 @@ def sharded_worker(rank: int, world: int, port: int, model_dir: str, out: str) -
     accelerator = Accelerator(cpu=True)
     original = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     policy = shard_policy(AutoModelForCausalLM.from_pretrained(model_dir))
+    reference = shard_policy(AutoModelForCausalLM.from_pretrained(model_dir).eval().requires_grad_(False))
     shards = {name: p.to_local().numel() for name, p in policy.named_parameters()}
 
     full = full_state_dict(accelerator, policy)  # every process gets the full tensors
     saved = full_state_dict(accelerator, policy, main_only=True)  # the main process only, on the CPU
+    half = full_state_dict(accelerator, policy, dtype=torch.bfloat16)  # gathered one tensor at a time, cast at once
 
     # Generation from gathered parameters: each process runs its own number of forward passes (2 or 12 new
     # tokens); with a collective per forward the two would deadlock.
     prompt = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():  # the frozen reference sharded like the policy scores like the whole model
+        reference_agrees = torch.equal(reference(input_ids=prompt).logits, original(input_ids=prompt).logits)
     new_tokens = 2 if rank == 0 else 12
     with generation_model(accelerator, policy) as model:
         ids = model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
     expected = original.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
 
-    # Back to sharded, it trains: gradients accumulate unsynchronised, then reduce in the last backward.
+    # Back to sharded, it trains: each backward leaves only this process's shard of the (averaged) gradients, even
+    # unsynchronised, so no process ever holds unsharded fp32 gradients; they add up to the full gradients.
     policy.train()
+    sharded_after_unsynced = None
     for sync in (False, True):
         with gradient_sync(accelerator, policy, sync):
             policy(input_ids=prompt).logits.sum().backward()
+        if not sync:
+            sharded_after_unsynced = all(
+                p.grad is not None and p.grad.to_local().numel() == p.to_local().numel() for p in policy.parameters()
+            )
+    grads = {name: p.grad.full_tensor() for name, p in policy.named_parameters()}
+    original.train()
+    for _ in range(2):
+        original(input_ids=prompt).logits.sum().backward()
+    expected_grads = {name: p.grad for name, p in original.named_parameters()}
     torch.save(
         {
             "sharded": is_sharded(policy),
             "shards": shards,
             "full": full,
             "saved": saved,
+            "half": half,
             "generated": ids,
             "expected": expected,
             "grads_local": all(p.grad is not None for p in policy.parameters()),
+            "sharded_after_unsynced": sharded_after_unsynced,
+            "reference_agrees": reference_agrees,
+            "grads": grads,
+            "expected_grads": expected_grads,
         },
         Path(out) / f"rank{rank}.pt",
     )
@@ -78,9 +98,15 @@ def test_shard_policy_gathers_full_weights_and_generates_per_process(tmp_path, t
     original = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     for result in results:
-        assert result["sharded"] and result["grads_local"]
+        assert result["sharded"] and result["grads_local"] and result["sharded_after_unsynced"]
+        assert result["reference_agrees"]
+        assert result["grads"].keys() == result["expected_grads"].keys()
+        for name, grad in result["grads"].items():
+            torch.testing.assert_close(grad, result["expected_grads"][name], rtol=1e-4, atol=1e-5)
         assert result["full"].keys() == original.keys()
         assert all(torch.equal(result["full"][k], original[k]) for k in original)
+        assert all(torch.equal(result["half"][k], original[k].to(torch.bfloat16)) for k in original)
+        assert result["half"]["lm_head.weight"].data_ptr() == result["half"]["model.embed_tokens.weight"].data_ptr()
         assert torch.equal(result["generated"], result["expected"])
     assert results[0]["generated"].shape[1] == 4 + 2 and results[1]["generated"].shape[1] == 4 + 12
     # the parameters really are split: each process holds about half of every decoder layer's weights
@@ -131,3 +157,10 @@ def test_float16_weights_are_refused_on_a_cpu_only():
     assert "\n" not in str(e.value)
     assert weight_dtypes(ModelConfig(dtype="float16"), on_gpu=True) == (torch.float16, torch.float16, "no")
     assert weight_dtypes(ModelConfig(dtype="bfloat16"), on_gpu=False) == (torch.bfloat16, torch.bfloat16, "no")
+
+
+def test_reference_dtype_bfloat16_halves_the_reference_only():
+    for on_gpu, mixed in ((True, "bf16"), (False, "no")):
+        config = ModelConfig(reference_dtype="bfloat16")
+        assert weight_dtypes(config, on_gpu=on_gpu) == (torch.float32, torch.bfloat16, mixed)
+        assert weight_dtypes(ModelConfig(), on_gpu=on_gpu) == (torch.float32, torch.float32, mixed)

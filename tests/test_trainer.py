@@ -518,7 +518,7 @@ def test_fsdp2_on_two_processes_trains_saves_and_resumes_exactly(tmp_path):
     assert run_cli("--task", "download", *overrides, cwd=tmp_path).returncode == 0
     sharded = run_cli("--task", "train", *overrides, "--set", "train.run_name=fsdp", cwd=tmp_path, launcher=FSDP)
     assert sharded.returncode == 0, sharded.stderr[-3000:]
-    assert "policy sharded with FSDP2 over 2 processes" in sharded.stdout
+    assert "policy sharded with FSDP2 over 2 processes, and the reference" in sharded.stdout
     run = tmp_path / "runs" / "fsdp"
     assert sorted(p.name for p in (run / "checkpoints" / "step_3").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     # the same steps data-parallel (DDP): the same gradients up to float summation order
@@ -623,3 +623,35 @@ def test_an_unwritable_output_folder_is_one_error_line(tmp_path, tiny_model_dir,
     with pytest.raises(ScoreError, match=f"cannot write to {blocked / 'tiny'}: ") as error:
         train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl))
     assert "\n" not in str(error.value)
+
+
+def test_replica_check_copies_one_parameter_at_a_time_in_float64(monkeypatch):
+    import weakref
+    from types import SimpleNamespace
+
+    live, most = [0], [0]
+    double = torch.Tensor.double
+
+    def counted_double(tensor):
+        copy = double(tensor)
+        live[0] += 1
+        most[0] = max(most[0], live[0])
+        weakref.finalize(copy, lambda: live.__setitem__(0, live[0] - 1))
+        return copy
+
+    policy = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(5)])  # 10 parameters
+    gathered = []
+    accelerator = SimpleNamespace(
+        num_processes=2, is_main_process=False, device=torch.device("cpu"),
+        gather=lambda t: gathered.append(t) or torch.cat([t, t]),
+    )  # fmt: skip
+    monkeypatch.setattr(torch.Tensor, "double", counted_double)
+    trainer_module.check_replicas_agree(accelerator, policy)
+    assert most[0] <= 2  # the previous copy is freed as the next is made: never the whole model
+    params = [double(p.detach()) for p in policy.parameters()]
+    expected = torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)])
+    torch.testing.assert_close(gathered[0].view(2), expected)
+
+    accelerator.gather = lambda t: torch.cat([t, t + 1])
+    with pytest.raises(ScoreError, match="model weights differ across processes"):
+        trainer_module.check_replicas_agree(accelerator, policy)

@@ -35,8 +35,8 @@ SELF_REFINE_PROMPT = (
     'final answer, write it in the form "Final Answer: The final answer is $answer$. I hope it is correct."'
 )
 ROWS = (
-    "base", "self_refine", "star", "pair_sft", "single_turn", "stage2_no_shaping", "stage2_shaping", "score",
-    "score_star_stage2",
+    "base", "self_refine", "star", "star_plus", "pair_sft", "pair_sft_plus", "single_turn", "stage2_no_shaping",
+    "stage2_shaping", "score", "score_star_stage2",
 )  # fmt: skip
 
 
@@ -62,6 +62,11 @@ class ModelConfig:
     base_dir: str = _help("Where --task download puts base models.", "base_models")
     dtype: str = _help(
         "Weights dtype: auto (bf16 on GPU, fp32 on CPU), bfloat16, float16 (GPU only) or float32.", "auto"
+    )
+    reference_dtype: str = _help(
+        "Reference model weights: auto (as the policy's: the same numeric path, KL exactly 0 before any update) or "
+        "bfloat16 (half the memory; its log-probs differ from the policy's by rounding, so the step-0 KL is not 0).",
+        "auto",
     )
     gradient_checkpointing: bool = _help(
         "Recompute activations in the backward pass to save memory (the policy trains in train mode, dropout off).",
@@ -262,8 +267,9 @@ class ExperimentConfig:
     name: str = _help("Folder under train.output_dir for --task experiment.", "experiment")
     seeds: list[int] = _help("Seeds of every trained row.", [0, 1, 2])
     rows: list[str] = _help(
-        "Rows: base, self_refine (base model, critique-then-revise turn), star (STaR on two-attempt traces "
-        "whose attempt 2 is right), pair_sft (wrong attempt paired with a right one), single_turn (RL on attempt 1 "
+        "Rows: base, self_refine (base model, critique-then-revise turn), star (STaR on D: traces whose attempt 1 "
+        "is wrong and attempt 2 right), star_plus (STaR on D+: also right -> right traces), pair_sft (a wrong "
+        "attempt paired with a right one), pair_sft_plus (also right paired with right), single_turn (RL on attempt 1 "
         "only), stage2_no_shaping (direct multi-turn RL), stage2_shaping, score, score_star_stage2 (Stage I, then "
         "STaR instead of REINFORCE).",
         ["base", "stage2_no_shaping", "stage2_shaping", "score"],
@@ -291,6 +297,18 @@ class SftConfig:
         False,
     )
     max_grad_norm: float = _help("Gradient clipping norm of the supervised steps (0: off).", 1.0)
+    dataset: str = _help(
+        "What STaR and Pair-SFT learn (Kumar et al., 2024, Section 4): d (STaR: traces wrong at attempt 1, right at "
+        "attempt 2; Pair-SFT: wrong attempts paired with right ones) or d_plus (also right -> right). The rows "
+        "star/pair_sft use d and star_plus/pair_sft_plus d_plus whatever this says; score_star_stage2 uses it.",
+        "d",
+    )
+    star_restart: bool = _help(
+        "STaR fine-tunes each round from the start model with a fresh optimizer, on that round's data sampled by "
+        "the latest model (as STaR's paper does); false: each round continues from the last one's weights and "
+        "optimizer.",
+        True,
+    )
 
 
 @dataclass
@@ -315,6 +333,7 @@ class Config:
 
 CHOICES = {
     ("model", "dtype"): {"auto", "bfloat16", "float16", "float32"},
+    ("model", "reference_dtype"): {"auto", "bfloat16"},
     ("data", "scheme"): {"paper", "full"},
     ("train", "kl_estimator"): {"k1", "k3"},
     ("train", "kl_mode"): {"loss", "reward"},
@@ -328,6 +347,7 @@ CHOICES = {
     ("rollout", "engine"): {"auto", "hf", "vllm"},
     ("model", "attn_implementation"): {"sdpa", "eager", "flash_attention_2", "flash_attention_3"},
     ("rollout", "hf_compile"): {"auto", "on", "off"},
+    ("sft", "dataset"): {"d", "d_plus"},
 }
 POSITIVE = {
     ("rollout", "max_new_tokens"), ("rollout", "samples_per_prompt"), ("rollout", "generation_batch_size"),

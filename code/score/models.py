@@ -51,16 +51,21 @@ def weight_dtypes(model: ModelConfig, on_gpu: bool) -> tuple[torch.dtype, torch.
     updates would round away. The reference takes the same numeric path as the policy (the same weights dtype
     under the same autocast), so before any update its log-probs equal the policy's bit for bit and the KL is 0;
     bf16 reference weights would compute different logits (mean |delta logp| 0.04 on a CPU emulation) and the KL
-    term would pull the policy toward rounding noise. The price is fp32 reference weights (twice bf16's memory).
+    term would pull the policy toward rounding noise. The price is fp32 reference weights (twice bf16's memory);
+    model.reference_dtype=bfloat16 takes bf16 reference weights instead (at 7B: 14 GB less per process unsharded).
     """
+    policy, mixed_precision = _policy_dtype(model, on_gpu)
+    return policy, torch.bfloat16 if model.reference_dtype == "bfloat16" else policy, mixed_precision
+
+
+def _policy_dtype(model: ModelConfig, on_gpu: bool) -> tuple[torch.dtype, str]:
     if model.dtype == "auto":
-        return (torch.float32, torch.float32, "bf16") if on_gpu else (torch.float32, torch.float32, "no")
+        return torch.float32, "bf16" if on_gpu else "no"
     if model.dtype == "float16" and not on_gpu:  # tiny.yaml on a CPU: non-finite sampling at step 2
         raise ScoreError(
             "model.dtype=float16 on a CPU: its weights turn non-finite in training; use auto, bfloat16 or float32"
         )
-    dtype = getattr(torch, model.dtype)
-    return dtype, dtype, "no"
+    return getattr(torch, model.dtype), "no"
 
 
 def sharding_requested(accelerator: Accelerator) -> bool:
@@ -109,11 +114,13 @@ def is_sharded(policy: torch.nn.Module) -> bool:
 def gradient_sync(accelerator: Accelerator, policy: torch.nn.Module, sync: bool):
     """Accumulate gradients locally (sync=False) or reduce them over processes in this backward (sync=True).
 
-    DDP reduces in the backward outside no_sync; FSDP2 reduce-scatters when requires_gradient_sync is set.
-    Both average over processes, so the loss normalizer is the same for both.
+    DDP reduces in the backward outside no_sync. FSDP2 reduce-scatters in every backward whatever `sync` says:
+    its unsynchronised accumulation would keep every process's unsharded fp32 gradients until the last micro-batch
+    (28 GB per GPU for a 7B policy), and a reduce-scatter per micro-batch keeps only this process's shard. Both
+    average over processes, so the loss normalizer is the same for both.
     """
     if is_sharded(policy):
-        policy.set_requires_gradient_sync(sync)
+        policy.set_requires_gradient_sync(True)
         yield
     elif sync:
         yield
@@ -146,27 +153,35 @@ def generation_model(accelerator: Accelerator, policy: torch.nn.Module):
         policy.set_reshard_after_forward(True)
 
 
-def full_state_dict(accelerator: Accelerator, policy: torch.nn.Module, main_only: bool = False) -> dict[str, Tensor]:
+def full_state_dict(
+    accelerator: Accelerator, policy: torch.nn.Module, main_only: bool = False, dtype: torch.dtype | None = None
+) -> dict[str, Tensor]:
     """Full, unsharded parameters and buffers under the plain model's names (no DDP/FSDP prefixes).
 
     Every process joins (a sharded policy is gathered). By default every process gets the full tensors on its
     device (a rollout engine per process needs them); main_only gives them on the CPU to the main process only,
-    and an empty dict to the others (for saving).
+    and an empty dict to the others (for saving). A sharded policy is gathered one tensor at a time, each cast at
+    once to `dtype` (floating tensors; default: their own) and, with main_only, moved to the CPU: a process never
+    holds more than one full fp32 parameter beyond the result (a rollout engine in bf16 asks for bf16 and gets half
+    the fp32 model). An unsharded policy gives its own tensors (no copy; the engine casts as it loads).
     """
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
     if not is_sharded(policy):
         state = accelerator.unwrap_model(policy).state_dict()
         if main_only:
             return {k: v.detach().cpu() for k, v in state.items()} if accelerator.is_main_process else {}
         return state
-    options = StateDictOptions(full_state_dict=True, cpu_offload=main_only)
-    state = get_model_state_dict(policy, options=options)
-    # Tied parameters (Qwen2's lm_head and embeddings) are gathered into separate tensors: share them again, as a
-    # plain state_dict does, so save_pretrained and weight loaders see the tie.
-    first_names: dict[int, str] = {}
-    for name, param in policy.named_parameters(remove_duplicate=False):
-        first = first_names.setdefault(id(param), name)
-        if first != name and first in state and name in state:
-            state[name] = state[first]
+    from torch.distributed.tensor import DTensor
+
+    keep = accelerator.is_main_process or not main_only
+    state = {}
+    tensor_names: dict[int, str] = {}  # tied parameters (Qwen2's lm_head and embeddings): gathered once, shared
+    for name, tensor in policy.state_dict(keep_vars=True).items():
+        if (first := tensor_names.setdefault(id(tensor), name)) != name:
+            if keep:
+                state[name] = state[first]
+            continue
+        full = tensor.detach().full_tensor() if isinstance(tensor, DTensor) else tensor.detach()
+        if keep:
+            full = full.to(dtype) if dtype is not None and full.is_floating_point() else full
+            state[name] = full.cpu() if main_only else full
     return state

@@ -195,8 +195,9 @@ def start_run(cfg: Config) -> Run:
     schedule = stage_schedule(cfg)
     if sharded:
         policy = shard_policy(policy.to(accelerator.device))
+        reference = shard_policy(reference)  # frozen, gathered layer by layer in its forward like the policy
         if accelerator.is_main_process:
-            print(f"policy sharded with FSDP2 over {world} processes")
+            print(f"policy sharded with FSDP2 over {world} processes, and the reference")
     else:
         policy = accelerator.prepare_model(policy)
     # Built after sharding (FSDP2 parameters are DTensors) and not prepared: no loss scaling is ever used
@@ -252,9 +253,11 @@ def sampler(run: Run):
 
 
 def sync_engine(run: Run) -> None:
-    """The rollout engine takes the policy's current full parameters (gathered first when sharded)."""
+    """The rollout engine takes the policy's current full parameters (gathered first when sharded, one tensor at a
+    time in the compute dtype: bf16 under bf16 autocast, half the fp32 model)."""
     began = clock()
-    run.engine.load_weights(full_state_dict(run.accelerator, run.policy))
+    dtype = torch.bfloat16 if run.accelerator.mixed_precision == "bf16" else None
+    run.engine.load_weights(full_state_dict(run.accelerator, run.policy, dtype=dtype))
     run.times["sync"] = clock() - began
 
 
