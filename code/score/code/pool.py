@@ -28,7 +28,7 @@ class Worker:
     """One pre-started interpreter running sandbox.serve()."""
 
     def __init__(self) -> None:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": PACKAGE_ROOT}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}  # -I: no PYTHON* variables, no user site
         command = [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {PACKAGE_ROOT!r}); "
                    "from score.code.sandbox import serve; serve()"]  # fmt: skip
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
