@@ -2,7 +2,8 @@
 
 The conversation (prompt ids, splicing earlier attempts, stop tokens, truncation, several samples per problem)
 lives in rollout.py, the same for every engine. Two engines:
-    hf    padded `model.generate` on the model being trained (engines/hf.py): the reference, no extra memory.
+    hf    padded `model.generate` (engines/hf.py) on the model being trained, or on a bf16 copy of it when it keeps
+          fp32 master weights under bf16 autocast; compiled on a GPU (rollout.hf_compile).
     vllm  a colocated in-process vLLM engine (engines/vllm.py): paged KV cache, prefix caching, fast kernels;
           its weights are synced from the policy after every optimizer step.
 `rollout.engine: auto` picks vllm when it is installed and a GPU is present, else hf (see `resolve_engine_name`).
