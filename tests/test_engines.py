@@ -94,13 +94,15 @@ def test_static_cache_path_samples_the_eager_tokens_in_bucketed_shapes(tiny_mode
     assert static.sample(PROMPTS[:4], greedy).ids == eager[:4]
     assert static.sample(PROMPTS[3:], greedy).ids == eager[3:]
     assert shapes == [(6, 128, 192), (4, 128, 192), (2, 64, 96)]
-    # sampling: the same random stream draws the same tokens from the same distribution (4 rows: no pad row)
+    # sampling: the same random stream draws the same tokens from the same distribution, as the eager path does
+    # for the same rows (4 rows: no pad row; 5 rows: the pad row is the first prompt again, and draws its own)
     sampling = Sampling(max_new_tokens=6, stop_ids=[eos], pad_id=0, temperature=1.0, top_p=0.9)
-    torch.manual_seed(3)
-    sampled = HFEngine(model).sample(PROMPTS[:4], sampling).ids
-    torch.manual_seed(3)
-    assert static.sample(PROMPTS[:4], sampling).ids == sampled
-    assert sampled != eager[:4]  # it sampled, not decoded greedily
+    for prompts, rows in ((PROMPTS[:4], PROMPTS[:4]), (PROMPTS, [*PROMPTS, PROMPTS[0]])):
+        torch.manual_seed(3)
+        sampled = HFEngine(model).sample(rows, sampling).ids[: len(prompts)]
+        torch.manual_seed(3)
+        assert static.sample(prompts, sampling).ids == sampled
+        assert sampled != eager[: len(prompts)]  # it sampled, not decoded greedily
 
 
 def test_compiled_decode_step_compiles_once_per_bucket(tiny_model_dir, monkeypatch):
