@@ -2,8 +2,9 @@ import json
 import random
 from itertools import count
 
+import pytest
 import torch
-from score import baselines
+from score import baselines, sft
 from score.config import REPO_ROOT, load_config
 from score.data import Problem
 from score.prompts import ConversationPieces
@@ -27,13 +28,24 @@ def test_pairs_join_each_wrong_attempt_with_a_right_one_to_the_same_problem():
     )
     problems = [Problem("a", "x", "", "1", "S", 1), Problem("b", "y", "", "2", "S", 1)]
     pieces = [ConversationPieces(prompt=[1, 2], between=[[9, 3]])] * 2
-    pairs = baselines.pair_conversations(rollout, problems, pieces, {9}, random.Random(0))
+    pairs = baselines.pair_conversations(rollout, problems, pieces, {9}, random.Random(0), "d")
     # The stop token 9 that closed a sampled attempt is the template's end of turn: spliced, not repeated; the
     # truncated attempt (7) gets the template's end of turn.
     assert pairs == [
         ([1, 2, 6, 9, 3, 5, 9], [0, 0, 1, 1, 0, 2, 2]),
         ([1, 2, 7, 9, 3, 5, 9], [0, 0, 1, 0, 0, 2, 2]),
     ]
+    # D+ adds the right attempt paired with a right one (the only one: itself); problem 1 still has no pair.
+    plus = baselines.pair_conversations(rollout, problems, pieces, {9}, random.Random(0), "d_plus")
+    assert plus == pairs + [([1, 2, 5, 9, 3, 5, 9], [0, 0, 1, 1, 0, 2, 2])]
+
+
+def test_star_keeps_d_or_d_plus_by_hand():
+    # Rewards per attempt of six traces: wrong -> right, right -> right, right -> wrong, wrong -> wrong,
+    # wrong -> right, right -> right.
+    rewards = torch.tensor([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    assert baselines.star_rows(rewards, "d") == [0, 4]
+    assert baselines.star_rows(rewards, "d_plus") == [0, 1, 4, 5]
 
 
 def config(tmp_path, tiny_model_dir, sample_jsonl):
@@ -58,9 +70,15 @@ def config(tmp_path, tiny_model_dir, sample_jsonl):
 
 
 def every_other_right(monkeypatch):
-    """The checker says every second attempt it sees is right."""
-    counter = count()
-    monkeypatch.setattr(baselines, "grade", lambda texts, golds, *a: [float(next(counter) % 2) for _ in texts])
+    """The checker says every second first attempt is right and every second attempt right (one reward call per
+    attempt of all rows: attempt 1, attempt 2, then the next round's attempt 1, ...)."""
+    calls = count()
+
+    def rewards(texts, problems, grading):
+        second = next(calls) % 2
+        return [1.0 if second else float(i % 2) for i in range(len(texts))]
+
+    monkeypatch.setattr(baselines, "problem_rewards", rewards)
 
 
 def lines(path):
@@ -80,8 +98,9 @@ def test_star_keeps_right_second_attempts_and_fine_tunes(tmp_path, tiny_model_di
     assert final == tmp_path / "star" / "final" and weights_changed(tiny_model_dir, final)
     log = lines(tmp_path / "star" / "metrics.jsonl")
     rounds = [r for r in log if r["stage"] == "sample"]
-    # 4 problems x 2 samples a round; attempt 2's rewards alternate, so half the conversations are kept.
-    assert [(r["round"], r["sampled"], r["kept"], r["reward_t2"]) for r in rounds] == [(1, 8, 4, 0.5), (2, 8, 4, 0.5)]
+    # 4 problems x 2 samples a round; attempt 1 is wrong on every other one and attempt 2 always right, so D keeps
+    # the wrong -> right half.
+    assert [(r["round"], r["sampled"], r["kept"], r["reward_t2"]) for r in rounds] == [(1, 8, 4, 1.0), (2, 8, 4, 1.0)]
     assert [r["step"] for r in log if r["stage"] == "sft"] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in rounds] == [0, 3]
     assert (tmp_path / "star" / "tensorboard").is_dir()
@@ -99,3 +118,23 @@ def test_pair_sft_fine_tunes_on_pairs(tmp_path, tiny_model_dir, sample_jsonl, mo
     (sampled,) = [r for r in log if r["stage"] == "sample"]
     assert (sampled["sampled"], sampled["kept"], sampled["reward_t1"]) == (16, 8, 0.5) and "reward_t2" not in sampled
     assert len([r for r in log if r["stage"] == "sft"]) == 6
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_star_restarts_each_round_from_the_start_model(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch, restart):
+    every_other_right(monkeypatch)
+    cfg = config(tmp_path, tiny_model_dir, sample_jsonl)
+    cfg.sft.star_restart = restart
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    entries = []  # per round: (fine-tuning starts from the start model's weights, its optimizer has state)
+    finetune = sft.finetune
+
+    def spy(model, conversations, pad_id, optimizer, *args, **kwargs):
+        weights = model.state_dict()
+        entries.append((all(torch.equal(weights[k].cpu(), start[k]) for k in start), bool(optimizer.state)))
+        return finetune(model, conversations, pad_id, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(sft, "finetune", spy)
+    baselines.run_star(cfg, tmp_path / "star", tiny_model_dir)
+    # Restart: every round from the start weights and a fresh optimizer; otherwise round 2 continues round 1.
+    assert entries == ([(True, False), (True, False)] if restart else [(True, False), (False, True)])

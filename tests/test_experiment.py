@@ -28,6 +28,22 @@ def test_rows_share_the_step_budget(tmp_path):
     assert refine.eval.model == "base" and refine.eval.name == "self_refine"
 
 
+def test_baseline_rows_name_their_dataset(tmp_path, monkeypatch):
+    cfg = load_config(None, ["sft.dataset=d_plus", "experiment.rows=[star, star_plus, pair_sft, pair_sft_plus]"])
+    called = []
+    monkeypatch.setattr(experiment, "resolve_model_path", lambda name, base_dir: "base")
+    monkeypatch.setattr(experiment, "run_star", lambda run, root, start: called.append(("star", run.sft.dataset)))
+    monkeypatch.setattr(experiment, "run_pair_sft", lambda run, root, base: called.append(("pair", run.sft.dataset)))
+    for row in cfg.experiment.rows:
+        experiment.run_row(cfg, row, 0, tmp_path)
+    assert called == [("star", "d"), ("star", "d_plus"), ("pair", "d"), ("pair", "d_plus")]
+    # Stage I then STaR learns on the configured dataset.
+    assert experiment.row_config(cfg, "score_star_stage2", 0, tmp_path).sft.dataset == "d_plus"
+    assert set(experiment.SUPERVISED) >= {"star", "star_plus", "pair_sft", "pair_sft_plus"}
+    with pytest.raises(ScoreError, match="sft.dataset"):
+        load_config(None, ["sft.dataset=d_star"])
+
+
 def test_summary_mean_and_std_by_hand():
     runs = [dict.fromkeys(experiment.METRICS, v) for v in (0.2, 0.4, 0.6)]
     summary = experiment.summarise({"score": runs, "base": runs[:1]})
@@ -121,7 +137,9 @@ def test_short_experiment_end_to_end(tmp_path, tiny_model_dir, sample_jsonl):
     refine = (folder / "base-model" / "eval" / "self_refine" / "generations.jsonl").read_text()
     assert refine != (folder / "base-model" / "eval" / "math_k2" / "generations.jsonl").read_text()
     report = (folder / "results.md").read_text()
-    assert "± " in report and "| Pair-SFT | " in report and "Row − SCoRe (Stage I + Stage II)" in report
+    assert (
+        "± " in report and "| Pair-SFT (D: wrong, right) | " in report and "Row − SCoRe (Stage I + Stage II)" in report
+    )
     assert (folder / "curves.png").stat().st_size > 1000
     # A second call reuses the finished runs and evaluations and gives the same table.
     assert experiment.run_experiment(cfg) == folder

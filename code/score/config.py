@@ -149,6 +149,11 @@ class TrainConfig:
     attempts: int = _help("2 for SCoRe; 1 trains single-attempt RL on r(y1) (the 'without multi-turn' ablation).", 2)
     batch_size: int = _help("Problems per optimizer step over all processes (paper: 512 MATH, 128 MBPP).", 512)
     micro_batch_size: int = _help("Conversations per forward/backward pass per process.", 4)
+    micro_batch_tokens: int = _help(
+        "Token budget of a forward/backward pass (rows x longest row): conversations sorted by length, as many per "
+        "pass as fit, so like lengths share one and little is padding; 0: micro_batch_size consecutive ones.",
+        0,
+    )
     lr: float = _help("AdamW learning rate (paper: 5e-6 MATH, 1e-5 MBPP).", 5e-6)
     weight_decay: float = _help("AdamW weight decay.", 0.0)
     warmup_steps: int = _help("Linear learning-rate warm-up steps, then lr_schedule.", 0)
@@ -365,6 +370,7 @@ NON_NEGATIVE = {
     ("eval", "temperature"), ("eval", "max_problems"), ("grader", "workers"), ("sft", "problems"),
     ("sft", "max_grad_norm"), ("train", "gamma"), ("train", "eval_every"), ("train", "eval_problems"),
     ("rollout", "vllm_max_model_len"), ("train", "time_limit"), ("train", "stop_margin"),
+    ("train", "micro_batch_tokens"),
 }  # fmt: skip
 STR_TAG, NULL_TAG = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
 SEEDS = (("train", "seed"), ("data", "seed"), ("eval", "seed"))  # and experiment.seeds

@@ -2,13 +2,15 @@
 
     base               the base model, no training
     self_refine        the base model with a critique-then-revise second turn (prompts.self_refine)
-    star               STaR on two-attempt traces whose attempt 2 is right (baselines.run_star)
-    pair_sft           Pair-SFT: a wrong first attempt paired with a right one (baselines.run_pair_sft)
+    star               STaR on D: two-attempt traces wrong at attempt 1, right at attempt 2 (baselines.run_star)
+    star_plus          STaR on D+: also the right -> right traces
+    pair_sft           Pair-SFT on D: a wrong first attempt paired with a right one (baselines.run_pair_sft)
+    pair_sft_plus      Pair-SFT on D+: also a right first attempt paired with a right one
     single_turn        RL on attempt 1 only (train.attempts=1): the paper's "without multi-turn training"
     stage2_no_shaping  direct multi-turn RL (stage1_steps=0, alpha=0): the paper's collapse case
     stage2_shaping     stage1_steps=0
     score              Stage I then Stage II
-    score_star_stage2  Stage I, then STaR in place of Stage II's REINFORCE
+    score_star_stage2  Stage I, then STaR (on sft.dataset) in place of Stage II's REINFORCE
 
 Every RL row gets the same number of steps (train.rounds x (stage1_steps + stage2_steps)); the supervised rows
 get sft.rounds x sft.steps supervised steps. All start from the same base model and problems and are evaluated by
@@ -44,8 +46,10 @@ PAIRED_METRICS = ("accuracy_t1", "accuracy_t2", "delta", P_FIX)
 LABELS = {
     "base": "Base model",
     "self_refine": "Self-Refine (prompted critique and revision)",
-    "star": "STaR",
-    "pair_sft": "Pair-SFT",
+    "star": "STaR (D: wrong → right)",
+    "star_plus": "STaR+ (D+: also right → right)",
+    "pair_sft": "Pair-SFT (D: wrong, right)",
+    "pair_sft_plus": "Pair-SFT+ (D+: also right, right)",
     "single_turn": "Without multi-turn training (RL on attempt 1)",
     "stage2_no_shaping": "Stage II only, no shaping (direct multi-turn RL)",
     "stage2_shaping": "Stage II only, with shaping",
@@ -53,7 +57,8 @@ LABELS = {
     "score_star_stage2": "SCoRe with STaR instead of REINFORCE in Stage II",
 }
 UNTRAINED = ("base", "self_refine")
-SUPERVISED = ("star", "pair_sft", "score_star_stage2")  # baselines.py: one process
+STAR, PAIR_SFT = ("star", "star_plus"), ("pair_sft", "pair_sft_plus")
+SUPERVISED = (*STAR, *PAIR_SFT, "score_star_stage2")  # baselines.py: one process
 # 97.5% quantiles of Student's t by degrees of freedom (beyond 30: the normal quantile)
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 T975.update({11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093})
@@ -82,6 +87,8 @@ def row_config(cfg: Config, row: str, seed: int, folder: Path) -> Config:
         )
     elif row != "score":
         run.train.rounds, run.train.stage1_steps, run.train.stage2_steps = 1, 0, steps
+    if row in STAR + PAIR_SFT:  # the row names the dataset
+        run.sft.dataset = "d_plus" if row.endswith("_plus") else "d"
     if row == "stage2_no_shaping":
         run.train.alpha = 0.0
     if row == "single_turn":
@@ -103,9 +110,9 @@ def run_row(cfg: Config, row: str, seed: int, folder: Path) -> Config:
     """Train one row for one seed (finished runs are reused); returns the config that evaluates it."""
     run = row_config(cfg, row, seed, folder)
     base = resolve_model_path(cfg.model.name, cfg.model.base_dir)
-    if row == "star":
+    if row in STAR:
         run_star(run, folder / run.train.run_name, base)
-    elif row == "pair_sft":
+    elif row in PAIR_SFT:
         run_pair_sft(run, folder / run.train.run_name, base)
     elif row == "score_star_stage2":
         stage1 = train(run) / "final"
