@@ -6,10 +6,12 @@ import json
 
 import pytest
 import torch
+import yaml
 from accelerate import Accelerator
 from score.checkpoints import (
     RunFiles,
     changed_settings,
+    check_experiment,
     check_resume,
     checkpoint_damage,
     load_checkpoint,
@@ -154,3 +156,22 @@ def test_write_errors_name_the_folder_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(ValueError):  # other errors pass through unchanged
         with writing(tmp_path):
             json.loads("{")
+
+
+def test_an_experiment_recorded_before_the_baseline_settings_reads_them_as_it_ran(tmp_path):
+    # Its STaR kept every trace right at attempt 2 (D+) and continued each round from the last.
+    cfg = load_config(None, [])
+    cfg.save(tmp_path / "settings.yaml")
+    record = yaml.safe_load((tmp_path / "settings.yaml").read_text())
+    del record["sft"]["dataset"], record["sft"]["star_restart"]
+    (tmp_path / "settings.yaml").write_text(yaml.safe_dump(record))
+    with pytest.raises(ScoreError, match=r"sft\.dataset \('d_plus' -> 'd'\), sft\.star_restart \(False -> True\)"):
+        check_experiment(tmp_path, cfg, main_process=True)
+    cfg.sft.dataset, cfg.sft.star_restart = "d_plus", False
+    check_experiment(tmp_path, cfg, main_process=True)
+    # A record that has them is read as written.
+    cfg.save(tmp_path / "settings.yaml")
+    check_experiment(tmp_path, cfg, main_process=True)
+    cfg.sft.dataset = "d"
+    with pytest.raises(ScoreError, match=r"sft\.dataset \('d_plus' -> 'd'\)"):
+        check_experiment(tmp_path, cfg, main_process=True)

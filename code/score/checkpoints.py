@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
+import yaml
 from accelerate import Accelerator
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
@@ -153,6 +154,8 @@ EXPERIMENT_NEUTRAL = {
     "experiment.rows",
     "experiment.compare_to",
 }
+# Settings added after experiments were first recorded, with the value that gives what a record without them ran.
+SETTINGS_ADDED = {"sft.dataset": "d_plus", "sft.star_restart": False}
 
 
 def check_experiment(folder: Path, cfg: Config, main_process: bool) -> None:
@@ -162,6 +165,11 @@ def check_experiment(folder: Path, cfg: Config, main_process: bool) -> None:
     record = folder / "settings.yaml"
     if record.is_file():
         old, now = flat_settings(load_config(record)), flat_settings(cfg)
+        written = yaml.safe_load(record.read_text())
+        for name, value in SETTINGS_ADDED.items():
+            section, key = name.split(".")
+            if key not in (written.get(section) or {}):
+                old[name] = value
         differ = [
             f"{name} ({old.get(name)!r} -> {value!r})"
             for name, value in now.items()
