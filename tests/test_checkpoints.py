@@ -160,11 +160,13 @@ def test_write_errors_name_the_folder_in_one_line(tmp_path, monkeypatch):
 
 def test_an_experiment_recorded_before_the_baseline_settings_reads_them_as_it_ran(tmp_path):
     # Its STaR kept every trace right at attempt 2 (D+) and continued each round from the last.
-    cfg = load_config(None, [])
+    cfg = load_config(None, ["experiment.rows=[base, star_plus, score]"])
     cfg.save(tmp_path / "settings.yaml")
     record = yaml.safe_load((tmp_path / "settings.yaml").read_text())
     del record["sft"]["dataset"], record["sft"]["star_restart"]
     (tmp_path / "settings.yaml").write_text(yaml.safe_dump(record))
+    # Rows that fine-tune nothing (make demo's) do not depend on sft.*: the new defaults are fine there.
+    check_experiment(tmp_path, load_config(None, ["experiment.rows=[base, score]"]), main_process=True)
     with pytest.raises(ScoreError, match=r"sft\.dataset \('d_plus' -> 'd'\), sft\.star_restart \(False -> True\)"):
         check_experiment(tmp_path, cfg, main_process=True)
     cfg.sft.dataset, cfg.sft.star_restart = "d_plus", False

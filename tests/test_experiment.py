@@ -4,7 +4,7 @@ import math
 
 import pytest
 from score import experiment
-from score.config import REPO_ROOT, ScoreError, load_config
+from score.config import REPO_ROOT, SUPERVISED_ROWS, ScoreError, load_config
 
 
 def test_rows_share_the_step_budget(tmp_path):
@@ -39,7 +39,7 @@ def test_baseline_rows_name_their_dataset(tmp_path, monkeypatch):
     assert called == [("star", "d"), ("star", "d_plus"), ("pair", "d"), ("pair", "d_plus")]
     # Stage I then STaR learns on the configured dataset.
     assert experiment.row_config(cfg, "score_star_stage2", 0, tmp_path).sft.dataset == "d_plus"
-    assert set(experiment.SUPERVISED) >= {"star", "star_plus", "pair_sft", "pair_sft_plus"}
+    assert set(SUPERVISED_ROWS) >= {"star", "star_plus", "pair_sft", "pair_sft_plus"}
     with pytest.raises(ScoreError, match="sft.dataset"):
         load_config(None, ["sft.dataset=d_star"])
 

@@ -28,7 +28,7 @@ from accelerate import Accelerator
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from score.config import Config, ScoreError, load_config
+from score.config import SUPERVISED_ROWS, Config, ScoreError, load_config
 
 # Settings that cannot change what a run computes: where and how often it logs and saves, how it is
 # evaluated, downloads, experiments, grader parallelism. A resumed run may change these freely.
@@ -161,7 +161,7 @@ SETTINGS_ADDED = {"sft.dataset": "d_plus", "sft.star_restart": False}
 def check_experiment(folder: Path, cfg: Config, main_process: bool) -> None:
     """An experiment folder reuses finished runs and evaluations, so it must hold one set of settings: the first
     run records them in settings.yaml and a later run with other settings stops with one line naming them
-    (more seeds or rows are fine)."""
+    (more seeds or rows are fine; sft.* count only for the rows that fine-tune)."""
     record = folder / "settings.yaml"
     if record.is_file():
         old, now = flat_settings(load_config(record)), flat_settings(cfg)
@@ -170,10 +170,11 @@ def check_experiment(folder: Path, cfg: Config, main_process: bool) -> None:
             section, key = name.split(".")
             if key not in (written.get(section) or {}):
                 old[name] = value
+        neutral = ("download.",) if set(cfg.experiment.rows) & set(SUPERVISED_ROWS) else ("download.", "sft.")
         differ = [
             f"{name} ({old.get(name)!r} -> {value!r})"
             for name, value in now.items()
-            if old.get(name) != value and name not in EXPERIMENT_NEUTRAL and not name.startswith("download.")
+            if old.get(name) != value and name not in EXPERIMENT_NEUTRAL and not name.startswith(neutral)
         ]
         if differ:
             raise ScoreError(

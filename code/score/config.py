@@ -38,6 +38,7 @@ ROWS = (
     "base", "self_refine", "star", "star_plus", "pair_sft", "pair_sft_plus", "single_turn", "stage2_no_shaping",
     "stage2_shaping", "score", "score_star_stage2",
 )  # fmt: skip
+SUPERVISED_ROWS = ("star", "star_plus", "pair_sft", "pair_sft_plus", "score_star_stage2")  # fine-tuned by sft.*
 
 
 class ScoreError(Exception):

@@ -34,7 +34,7 @@ from accelerate import PartialState
 
 from score.baselines import run_pair_sft, run_star
 from score.checkpoints import check_experiment
-from score.config import Config, ScoreError, resolve_path
+from score.config import SUPERVISED_ROWS, Config, ScoreError, resolve_path
 from score.evaluate import Z95, evaluate
 from score.locks import hold_folder
 from score.models import resolve_model_path
@@ -58,7 +58,6 @@ LABELS = {
 }
 UNTRAINED = ("base", "self_refine")
 STAR, PAIR_SFT = ("star", "star_plus"), ("pair_sft", "pair_sft_plus")
-SUPERVISED = (*STAR, *PAIR_SFT, "score_star_stage2")  # baselines.py: one process
 # 97.5% quantiles of Student's t by degrees of freedom (beyond 30: the normal quantile)
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 T975.update({11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093})
@@ -218,7 +217,7 @@ def run_experiment(cfg: Config) -> Path:
     name, seeds, rows = cfg.experiment.name, cfg.experiment.seeds, cfg.experiment.rows
     folder = resolve_path(cfg.train.output_dir) / name
     state = PartialState(cpu=not torch.cuda.is_available())
-    supervised = [row for row in rows if row in SUPERVISED]
+    supervised = [row for row in rows if row in SUPERVISED_ROWS]  # baselines.py: one process
     if supervised and state.num_processes > 1:
         raise ScoreError(
             f"experiment.rows {supervised} fine-tune in one process; run them without a multi-process launcher "
