@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from score import evaluate as ev
 from score.config import REPO_ROOT, ScoreError, load_config
+from score.experiment import run_experiment
 from score.locks import take_lock
 
 MAIN = str(REPO_ROOT / "code" / "main.py")
@@ -73,3 +74,15 @@ def test_a_second_training_into_the_same_run_refuses_with_one_line(tmp_path, tin
     finally:
         first.kill()
         first.wait()
+
+
+def test_an_experiment_refuses_a_folder_another_experiment_writes(tmp_path):
+    cfg = load_config(REPO_ROOT / "configs" / "tiny.yaml", [f"train.output_dir={tmp_path}", "experiment.name=e"])
+    other = holding(tmp_path / "e" / ".lock")
+    try:
+        with pytest.raises(ScoreError, match="another run is writing there.*experiment.name"):
+            run_experiment(cfg)
+    finally:
+        other.kill()
+        other.wait()
+    assert not (tmp_path / "e" / "settings.yaml").exists()  # refused before writing anything
