@@ -5,12 +5,16 @@ fp32 on both sides: vLLM's greedy choices must be the HF engine's, before and af
 
 import json
 import logging
+import os
 import random
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 from score import tiny
 from score.config import REPO_ROOT, PromptConfig, RolloutConfig, load_config
 from score.data import Problem
@@ -209,8 +213,8 @@ def test_star_samples_every_round_from_the_fine_tuned_weights(tmp_path, sample_j
 
     from score import baselines
 
-    counter = count()  # the checker says every second attempt it sees is right: half the samples are kept
-    monkeypatch.setattr(baselines, "grade", lambda texts, golds, *a: [float(next(counter) % 2) for _ in texts])
+    counter = count()  # the checker says every second attempt it sees is right: D+ keeps half the samples
+    monkeypatch.setattr(baselines, "problem_rewards", lambda texts, *a: [float(next(counter) % 2) for _ in texts])
     seen = []
     sample = baselines.SupervisedRun.sample
 
@@ -224,7 +228,87 @@ def test_star_samples_every_round_from_the_fine_tuned_weights(tmp_path, sample_j
     model_dir = build(tmp_path / "model", tied=False)
     cfg = tiny_config(
         tmp_path, model_dir, sample_jsonl, "rollout.engine=vllm", "sft.rounds=2", "sft.steps=3", "sft.problems=4",
-        "sft.samples=2", "sft.batch_size=4", "sft.micro_batch_size=2", "sft.lr=0.05",
+        "sft.samples=2", "sft.batch_size=4", "sft.micro_batch_size=2", "sft.lr=0.05", "sft.dataset=d_plus",
     )  # fmt: skip
     baselines.run_star(cfg, tmp_path / "star", model_dir)
     assert len(seen) == 2 and not torch.equal(seen[0], seen[1])  # round 2's model is another model
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_process_worker(rank: int, port: int, model_dir: Path, data: Path, out: Path, problems: list[Problem]) -> None:
+    """One of 2 gloo training processes, each with its own vLLM engine: trains twice with the same seed, recording
+    what its engine sampled, and after the second run compares its engine's greedy output with its policy's."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")  # fmt: skip
+    torch.set_num_threads(1)
+    from score import trainer
+
+    sample_step, finish = trainer.sample_step, trainer.finish
+    sampled, found = [], {}
+
+    def recorded_sample_step(run, step, reward_fn):
+        batch, rollout = sample_step(run, step, reward_fn)
+        sampled.append(rollout.input_ids)
+        return batch, rollout
+
+    def checked_finish(run):
+        policy = run.accelerator.unwrap_model(run.policy)
+        found.update(
+            tis_cap=run.tis_cap,
+            engine=greedy(run.engine, run.tokenizer, problems).input_ids,
+            policy=greedy(HFEngine(policy), run.tokenizer, problems).input_ids,
+        )
+        finish(run)
+
+    trainer.sample_step, trainer.finish = recorded_sample_step, checked_finish
+    results = {}
+    for name in ("first", "second"):
+        sampled.clear()
+        cfg = tiny_config(out, model_dir, data, "rollout.engine=vllm", f"train.run_name={name}", "train.lr=0.05",
+                          "train.stage1_steps=1", "train.stage2_steps=1", "train.save_every=0")  # fmt: skip
+        run = trainer.train(cfg)
+        results[name] = {"sampled": list(sampled), **found}
+        if rank == 0:
+            results[name]["metrics"] = (run / "metrics.jsonl").read_text()
+    torch.save(results, out / f"rank{rank}.pt")
+
+
+def test_two_processes_each_with_an_engine_train_follow_the_weights_and_reproduce(tmp_path, sample_jsonl, problems):
+    """accelerate-style launch on 2 gloo processes: every process runs a colocated engine (external_launcher)."""
+    model_dir = build(tmp_path / "model", tied=False)
+    context = mp.start_processes(
+        two_process_worker,
+        args=(free_port(), model_dir, sample_jsonl, tmp_path, problems),
+        nprocs=2,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + 600
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the 2-process vLLM run did not finish in 10 minutes")
+    results = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    base = greedy(HFEngine(AutoModelForCausalLM.from_pretrained(model_dir)), tokenizer, problems).input_ids
+    for result in results:
+        for run in result.values():
+            assert run["tis_cap"] == 2.0  # the vllm engine's default
+            assert torch.equal(run["engine"], run["policy"])  # each engine follows its process's synced policy
+            assert not torch.equal(run["policy"], base)  # ... which training moved
+        first, second = result["first"], result["second"]
+        assert len(first["sampled"]) == 2
+        assert all(torch.equal(a, b) for a, b in zip(first["sampled"], second["sampled"], strict=True))
+    assert not torch.equal(results[0]["first"]["sampled"][0], results[1]["first"]["sampled"][0])
+
+    def measured(text: str) -> list[dict]:
+        rows = [json.loads(line) for line in text.splitlines()]
+        return [{k: v for k, v in row.items() if not k.startswith("seconds_")} for row in rows]
+
+    assert measured(results[0]["first"]["metrics"]) == measured(results[0]["second"]["metrics"])

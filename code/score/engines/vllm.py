@@ -14,7 +14,9 @@ from __future__ import annotations
 import gc
 import logging
 import os
+from contextlib import nullcontext
 from pathlib import Path
+from unittest import mock
 
 import torch
 from transformers import GenerationConfig
@@ -119,13 +121,23 @@ class VLLMEngine(Engine):
 
     def close(self) -> None:
         """Shut the engine down and free its memory, so a later engine (the evaluation after training) can start."""
-        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+        from vllm.distributed import parallel_state
 
-        self.llm.llm_engine.engine_core.shutdown()
+        # vLLM's shutdown ends by destroying the default process group. Under a launcher that group is the trainer's,
+        # still needed (gathers, saves, the next engine): then only vLLM's own groups go.
+        launcher_group_kept = mock.patch.object(parallel_state, "destroy_distributed_environment", destroy_vllm_groups)
+        with launcher_group_kept if self.launched else nullcontext():
+            self.llm.llm_engine.engine_core.shutdown()
         del self.llm
-        destroy_model_parallel()
-        if not self.launched:  # the launcher's process group belongs to the trainer
-            destroy_distributed_environment()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def destroy_vllm_groups() -> None:
+    """vLLM's destroy_distributed_environment without its last step, destroying the default process group."""
+    from vllm.distributed import parallel_state
+
+    if parallel_state._WORLD:
+        parallel_state._WORLD.destroy()
+    parallel_state._WORLD = parallel_state._NODE_COUNT = None
