@@ -112,17 +112,19 @@ def build_qwen_shape(out_dir: Path, layers: int, device: torch.device) -> Path:
 class Probe:
     """What the bench observes in the training loop, one entry per logged step."""
 
-    def __init__(self, micro_batch_size: int):
-        self.micro_batch_size = micro_batch_size
+    def __init__(self, micro_batching: tuple[int, int]):
+        self.micro_batching = micro_batching  # train.micro_batch_size, train.micro_batch_tokens
         self.steps: list[dict] = []
+        self.rollouts: list[rollout_module.Rollout] = []  # one per step, for the bare forward+backward
         self.current = {"optimizer": 0.0}
         self.started = 0.0
 
     def generate_rollouts(self, *args, **kwargs):
         rollout = rollout_module.generate_rollouts(*args, **kwargs)
+        self.rollouts.append(rollout)
         generated = int(rollout.lengths.sum())
         tokens = int(rollout.attention_mask.sum())
-        padded = sum(ids.numel() for ids, *_ in trainer.micro_batches(rollout, self.micro_batch_size))
+        padded = sum(ids.numel() for ids, *_ in trainer.micro_batches(rollout, *self.micro_batching))
         self.current.update(
             conversations=rollout.input_ids.shape[0],
             generated=generated,
@@ -148,6 +150,41 @@ class Probe:
             memory = resident_peak_bytes()
         self.steps.append({**self.current, "record": record, "ended": now, "wall": now - previous, "memory": memory})
         self.current = {"optimizer": 0.0}
+
+
+def bare_forward_backward(cfg: Config, rollouts: list, device: torch.device) -> dict:
+    """Seconds and tokens of a bare forward+backward (Transformers' own next-token loss) of a fresh copy of the
+    policy, in the trainer's dtype and autocast, over the micro-batch shapes the trainer ran on these rollouts.
+
+    Every position of a bare batch is a real token (random ids, no padding), so padding and the objective's extra
+    work count against the trainer. The first micro-batch runs once untimed (warm-up).
+    """
+    from accelerate import Accelerator
+
+    on_gpu = device.type == "cuda"
+    dtype, _, mixed_precision = models.weight_dtypes(cfg.model, on_gpu)
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not on_gpu)
+    model = models.load_model(Path(cfg.model.name), cfg.model, dtype).to(device)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    models.disable_dropout(model)
+    model.train()
+    vocab = model.config.vocab_size
+    generator = torch.Generator().manual_seed(0)
+    batching = cfg.train.micro_batch_size, cfg.train.micro_batch_tokens
+    shapes = [ids.shape for rollout in rollouts for ids, *_ in trainer.micro_batches(rollout, *batching)]
+
+    def forward_backward(shape: torch.Size) -> None:
+        ids = torch.randint(vocab, shape, generator=generator).to(device)
+        with accelerator.autocast():
+            model(input_ids=ids, labels=ids).loss.backward()
+
+    forward_backward(shapes[0])
+    began = trainer.clock()
+    for shape in shapes:
+        forward_backward(shape)
+    seconds = trainer.clock() - began
+    return {"seconds": seconds, "tokens": sum(shape.numel() for shape in shapes)}
 
 
 def observed_train(cfg: Config, probe: Probe) -> None:
@@ -176,8 +213,8 @@ def observed_train(cfg: Config, probe: Probe) -> None:
         trainer.train(cfg)
 
 
-def summarize(steps: list[dict], warmup: int) -> dict:
-    """Means over the measured steps; token rates are ratios of sums."""
+def summarize(steps: list[dict], warmup: int, bare: dict) -> dict:
+    """Means over the measured steps; token rates are ratios of sums; `bare` from bare_forward_backward."""
     measured = steps[warmup:]
     if any("seconds_generate" not in s["record"] for s in measured):
         raise ScoreError("a measured step was skipped for a non-finite loss; the timings would mix step kinds")
@@ -189,6 +226,8 @@ def summarize(steps: list[dict], warmup: int) -> dict:
     seconds["total"] = sum(s["wall"] for s in measured) / n
     seconds["other"] = seconds["total"] - sum(seconds[key] for key, _ in PARTS[:5])
     tokens = {key: sum(s[key] for s in measured) / n for key in ("generated", "trained", "padded", "context")}
+    trained_rate = tokens["trained"] / seconds["backward"]
+    bare_rate = bare["tokens"] / bare["seconds"]
     conversations = measured[0]["conversations"]
     return {
         "seconds": seconds,
@@ -200,10 +239,13 @@ def summarize(steps: list[dict], warmup: int) -> dict:
         "truncated": sum(s["truncated"] for s in measured) / n,
         "tokens_per_second": {
             "generated": tokens["generated"] / seconds["generate"],
-            "trained": tokens["trained"] / seconds["backward"],
+            "trained": trained_rate,
+            "bare_forward_backward": bare_rate,
             "reference": tokens["trained"] / seconds["reference"],
             "step": tokens["trained"] / seconds["total"],
         },
+        "update_vs_bare": trained_rate / bare_rate,
+        "step0_kl": {k: v for k, v in steps[0]["record"].items() if k.startswith("kl_")},  # 0 before any update
         "peak_memory_bytes": max(s["memory"] for s in steps),
         "per_step": [
             {
@@ -245,11 +287,14 @@ def print_report(settings: dict, result: dict) -> None:
     )
     print(f"  generated tokens/s  {rate['generated']:10.1f}   (generation time)")
     print(f"  trained tokens/s    {rate['trained']:10.1f}   (policy forward+backward time)")
+    print(f"  bare tokens/s       {rate['bare_forward_backward']:10.1f}   (bare forward+backward, same shapes)")
+    print(f"  update / bare       {result['update_vs_bare']:10.2f}")
     print(f"  reference tokens/s  {rate['reference']:10.1f}")
     print(f"  trained tokens/s    {rate['step']:10.1f}   (whole step)")
     memory = result["peak_memory_bytes"] / 2**30
     kind = "CUDA max_memory_allocated" if settings["on_gpu"] else "peak RSS (VmHWM)"
     print(f"  peak memory         {memory:10.2f} GiB ({kind} in train(): loading and all steps)")
+    print(f"  step-0 KL           {' '.join(f'{k} {v:.3g}' for k, v in result['step0_kl'].items())}")
     print(f"  load average        {settings['load_before']} before, {settings['load_after']} after")
 
 
@@ -313,8 +358,9 @@ def main() -> None:
         else:
             tiny.build_tiny_model(cfg.model.name)
         tiny.write_sample_jsonl(cfg.data.source)
-        probe = Probe(cfg.train.micro_batch_size)
+        probe = Probe((cfg.train.micro_batch_size, cfg.train.micro_batch_tokens))
         observed_train(cfg, probe)
+        bare = bare_forward_backward(cfg, probe.rollouts[args.warmup :], device)
         parameters = count_parameters(Path(cfg.model.name))
     policy_dtype, reference_dtype, mixed_precision = models.weight_dtypes(cfg.model, device.type == "cuda")
 
@@ -341,7 +387,7 @@ def main() -> None:
         "load_before": load_before,
         "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
-    result = summarize(probe.steps, args.warmup)
+    result = summarize(probe.steps, args.warmup, bare)
     print_report(settings, result)
     if args.json:
         args.json.write_text(json.dumps({"settings": settings, **result}, indent=2) + "\n")

@@ -19,6 +19,7 @@ from score.objectives import (
     shaped_reward,
     token_entropy,
     token_logprobs,
+    token_logprobs_and_entropy,
     truncated_importance_weights,
 )
 
@@ -657,3 +658,18 @@ def test_sampler_drift_by_hand():
     torch.testing.assert_close(drift, torch.tensor([1.875, 5.0, 1.0], dtype=torch.float64))
     drift = add_sampler_drift(drift, logp[:1], sampler[:1], mask[:1])
     torch.testing.assert_close(drift, torch.tensor([2.625, 8.0, 1.0], dtype=torch.float64))
+
+
+def test_logprobs_and_entropy_from_one_pass_equal_the_separate_ones():
+    g = torch.Generator().manual_seed(9)
+    logits = torch.randn(2, 6, 13, dtype=torch.float64, generator=g, requires_grad=True)
+    ids = torch.randint(0, 13, (2, 6), generator=g)
+    weights = torch.randn(2, 6, dtype=torch.float64, generator=g)
+    logp, entropy = token_logprobs_and_entropy(logits, ids, chunk_size=5, temperature=0.7)
+    assert not entropy.requires_grad
+    torch.testing.assert_close(logp, token_logprobs(logits, ids, chunk_size=5, temperature=0.7))
+    p = torch.log_softmax(logits.detach() / 0.7, -1)
+    torch.testing.assert_close(entropy[:, 1:], -(p.exp() * p).sum(-1)[:, :-1])
+    (grad,) = torch.autograd.grad((logp * weights).sum(), logits)
+    (expected,) = torch.autograd.grad((reference_logprobs(logits / 0.7, ids) * weights).sum(), logits)
+    torch.testing.assert_close(grad, expected)

@@ -655,3 +655,53 @@ def test_replica_check_copies_one_parameter_at_a_time_in_float64(monkeypatch):
     accelerator.gather = lambda t: torch.cat([t, t + 1])
     with pytest.raises(ScoreError, match="model weights differ across processes"):
         trainer_module.check_replicas_agree(accelerator, policy)
+
+
+def budget_rollout(lengths: list[int], width: int = 12):
+    from score.rollout import Rollout
+
+    g = torch.Generator().manual_seed(0)
+    n = len(lengths)
+    attention = (torch.arange(width)[None] < torch.tensor(lengths)[:, None]).long()
+    attempts = torch.where(torch.arange(width)[None] >= 2, 1, 0) * attention
+    attempts[:, -3:] *= 2  # a second attempt where the longest rows reach
+    ids = torch.randint(3, 60, (n, width), generator=g) * attention
+    zeros = torch.zeros(n, 2)
+    return Rollout(ids, attention, attempts, zeros, zeros.bool(), zeros.long(), [[""]] * n, torch.arange(n))
+
+
+def test_micro_batches_by_token_budget_cover_every_row_once_within_the_budget():
+    rollout = budget_rollout([5, 2, 9, 3, 8, 1])
+    pieces = list(trainer_module.micro_batches(rollout, size=4, tokens=16))
+    assert [p[3].tolist() for p in pieces] == [[2], [4, 0], [3, 1, 5]]  # longest first, like lengths together
+    for ids, _, attempts, rows in pieces:
+        assert ids.shape == (len(rows), rollout.attention_mask[rows].sum(1).max())  # trimmed to the longest
+        assert ids.numel() <= 16 or len(rows) == 1
+        assert torch.equal(ids, rollout.input_ids[rows, : ids.shape[1]])
+        assert torch.equal(attempts, rollout.attempt_mask[rows, : ids.shape[1]])
+    consecutive = [p[3].tolist() for p in trainer_module.micro_batches(rollout, size=4)]
+    assert consecutive == [[0, 1, 2, 3], [4, 5]]
+
+
+def test_micro_batches_by_token_budget_give_the_same_loss_and_gradients(tiny_model_dir):
+    rollout = budget_rollout([5, 2, 12, 3, 8, 11])
+    advantages = torch.randn(6, 2, generator=torch.Generator().manual_seed(1))
+    normalizer = objectives.loss_units(rollout.attempt_mask, "token_mean")
+
+    def loss_and_gradients(**batching):
+        policy = load_model(tiny_model_dir, load_config(None).model, torch.float64)
+        total = 0.0
+        for ids, attention, attempts, rows in trainer_module.micro_batches(rollout, **batching):
+            logp, _ = objectives.token_logprobs_and_entropy(policy(input_ids=ids, attention_mask=attention).logits, ids)
+            loss, _ = objectives.score_loss(
+                logp, logp.detach() - 0.1, attempts, advantages[rows], (0.1, 0.01), "k3", normalizer
+            )
+            loss.backward()
+            total += loss.item()
+        return total, [p.grad for p in policy.parameters()]
+
+    loss, grads = loss_and_gradients(size=2)
+    packed_loss, packed_grads = loss_and_gradients(size=2, tokens=24)
+    assert packed_loss == pytest.approx(loss, rel=1e-9)
+    for grad, packed in zip(grads, packed_grads, strict=True):
+        torch.testing.assert_close(packed, grad, rtol=1e-7, atol=1e-10)

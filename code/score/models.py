@@ -136,7 +136,8 @@ def generation_model(accelerator: Accelerator, policy: torch.nn.Module):
     A sharded policy is unsharded once (one all-gather per unit) and kept whole until the block ends, so each
     process runs as many forward passes as its own generation needs, with no collective per token (processes
     may stop at different lengths and, in evaluation, hold different numbers of problems). The cost is one
-    full copy of the weights per GPU in the compute dtype during generation.
+    full copy of the weights per GPU in their own dtype during generation; that is the compute dtype, since fp32
+    master weights under bf16 autocast sample from a bf16 engine copy instead (trainer.start_run, sync_engine).
     """
     if not is_sharded(policy):
         yield accelerator.unwrap_model(policy)

@@ -119,18 +119,26 @@ def clock() -> float:
     return time.perf_counter()
 
 
-def micro_batches(rollout: Rollout, size: int):
-    """Row slices of the rollout, each trimmed to its longest conversation (padding is on the right)."""
-    for start in range(0, rollout.input_ids.shape[0], size):
-        rows = slice(start, start + size)
-        length = int(rollout.attention_mask[rows].sum(1).max())
-        cols = slice(0, length)
-        yield (
-            rollout.input_ids[rows, cols],
-            rollout.attention_mask[rows, cols],
-            rollout.attempt_mask[rows, cols],
-            rows,
-        )
+def micro_batches(rollout: Rollout, size: int, tokens: int = 0):
+    """Micro-batches of whole conversations, each trimmed to its longest (padding is on the right): consecutive
+    rows, `size` at a time, or with a token budget `tokens` > 0 rows sorted by length, as many per micro-batch as
+    fit rows x longest <= tokens (at least one), so conversations of like length share one and padding is small.
+    The loss and gradients do not depend on the grouping (objectives.loss_units: one normalizer per step)."""
+    lengths = rollout.attention_mask.sum(1)
+    if tokens > 0:
+        groups, group = [], []
+        for row in torch.argsort(lengths, descending=True, stable=True).tolist():
+            if group and (len(group) + 1) * int(lengths[group[0]]) > tokens:
+                groups.append(group)
+                group = []
+            group.append(row)
+        groups.append(group)
+    else:
+        groups = [list(range(s, min(s + size, len(lengths)))) for s in range(0, len(lengths), size)]
+    for group in groups:
+        rows = torch.tensor(group)
+        cols = slice(0, int(lengths[rows].max()))
+        yield rollout.input_ids[rows, cols], rollout.attention_mask[rows, cols], rollout.attempt_mask[rows, cols], rows
 
 
 @dataclass
@@ -324,7 +332,7 @@ def accumulate_gradients(run: Run, rollout: Rollout, stage: int) -> tuple[torch.
     # loss, entropy sum, KL sum per attempt: kept on the device, read once per step
     sums = torch.zeros(2 + t.attempts, device=device, dtype=torch.float64)
     drift = torch.zeros(3, device=device, dtype=torch.float64)  # sum |dlogp|, tokens, max |dlogp|
-    pieces = list(micro_batches(rollout, t.micro_batch_size))
+    pieces = list(micro_batches(rollout, t.micro_batch_size, t.micro_batch_tokens))
     for index, (input_ids, attention_mask, mask, rows) in enumerate(pieces):
         input_ids, attention_mask, mask = input_ids.to(device), attention_mask.to(device), mask.to(device)
         began = clock()
@@ -336,7 +344,9 @@ def accumulate_gradients(run: Run, rollout: Rollout, stage: int) -> tuple[torch.
         began = clock()
         with gradient_sync(accelerator, policy, sync=index == len(pieces) - 1), accelerator.autocast():
             logits = policy(input_ids=input_ids, attention_mask=attention_mask).logits
-            logp = objectives.token_logprobs(logits, input_ids, temperature=temperature)
+            # entropy (logged) from the same chunked pass over the logits as the log-probs
+            logp, entropy = objectives.token_logprobs_and_entropy(logits, input_ids, temperature=temperature)
+            del logits  # kept by the graph until the backward pass has used it, freed there
             pg_weights = None
             if rollout.sampler_logprobs is not None:
                 sampler_logp = rollout.sampler_logprobs[rows, : input_ids.shape[1]].to(device)
@@ -358,9 +368,8 @@ def accumulate_gradients(run: Run, rollout: Rollout, stage: int) -> tuple[torch.
             accelerator.backward(loss)
         with torch.no_grad():
             sums[0] += loss.detach() / world
-            sums[1] += (objectives.token_entropy(logits, temperature=temperature) * (mask > 0)).sum()
+            sums[1] += (entropy * (mask > 0)).sum()
             sums[2:] += stats["kl_sum"]
-        del logits
         run.times["backward"] += clock() - began
     sums = accelerator.reduce(sums, reduction="sum").cpu()
     if rollout.sampler_logprobs is None:
