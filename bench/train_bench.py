@@ -3,6 +3,7 @@
     .venv/bin/python bench/train_bench.py --model tiny [--prompts short] [--json out.json]
     .venv/bin/python bench/train_bench.py --model qwen2.5-1.5b --batch-size 8 --max-new-tokens 1024   # on a GPU
     .venv/bin/python bench/train_bench.py --model qwen2.5-1.5b --layers 2 --batch-size 2 --max-new-tokens 16  # CPU
+    .venv/bin/python bench/train_bench.py --estimate 7b --gpus 8      # memory per process, nothing run
 
 tiny: the tiny model with configs/tiny.yaml. qwen2.5-1.5b: a random model of Qwen2.5-1.5B's shape with the paper's
 settings (configs/default.yaml): on a GPU fp32 master weights under bf16 autocast and a bf16 reference, as the trainer
@@ -53,6 +54,16 @@ QWEN25_15B = dict(
     rope_theta=1000000.0,
     rms_norm_eps=1e-6,
     tie_word_embeddings=True,
+)
+# Qwen2.5-7B(-Instruct) config.json, for --estimate 7b.
+QWEN25_7B = dict(
+    QWEN25_15B,
+    vocab_size=152064,
+    hidden_size=3584,
+    intermediate_size=18944,
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    tie_word_embeddings=False,
 )
 SHORT_PROMPTS = ("Solve the problem.", "Check the solution and correct it.")
 PARTS = [
@@ -326,6 +337,54 @@ def bench_config(args: argparse.Namespace, tmp: Path, qwen: bool) -> Config:
     return load_config(REPO_ROOT / "configs" / ("default.yaml" if qwen else "tiny.yaml"), overrides + args.set)
 
 
+def parameter_counts(shape: dict) -> tuple[int, int]:
+    """(all parameters, parameters of one decoder layer) of a Qwen2 shape."""
+    h, i, v = shape["hidden_size"], shape["intermediate_size"], shape["vocab_size"]
+    kv = h // shape["num_attention_heads"] * shape["num_key_value_heads"]
+    layer = (h * h + h) + 2 * (h * kv + kv) + h * h + 3 * h * i + 2 * h  # q, k, v (with biases), o, MLP, 2 norms
+    embeddings = v * h * (1 if shape["tie_word_embeddings"] else 2)
+    return embeddings + shape["num_hidden_layers"] * layer + h, layer
+
+
+def estimate_memory(shape: dict, gpus: int, tokens: int, on_gpu: bool, reference_bytes: int, chunk: int = 1024) -> dict:
+    """Bytes per process of a SCoRe update: fp32 master weights, gradients and AdamW's two fp32 states, sharded
+    over `gpus` processes by FSDP2 when there are several (plus the two decoder layers it holds gathered at a time),
+    the reference (`reference_bytes` per parameter, sharded the same way), the HF engine's bf16 copy of the
+    weights under bf16 autocast on a GPU, and the activations of a micro-batch of `tokens` tokens: per decoder layer
+    about 12 hidden-size and 4 MLP-size values per token kept for the backward pass (norm inputs and outputs, q, k,
+    v, attention output, gate, up, their product), in the compute dtype, and the logits with their gradient plus
+    objectives.token_logprobs' two float32 [chunk, vocab] blocks. Tied embeddings get a second gradient of the
+    embedding's size (the input embedding's, added to the output layer's). A sum of parts, so an upper bound: the
+    parts do not all peak at once; the check against measured CPU peaks to 15% is still to do (issue 17 item 3)."""
+    params, layer = parameter_counts(shape)
+    compute = 2 if on_gpu else 4  # bytes of an activation: bf16 under autocast on a GPU, fp32 on a CPU
+    sharded = gpus > 1
+    gathered = 2 * layer if sharded else 0
+    tied = shape["vocab_size"] * shape["hidden_size"] if shape["tie_word_embeddings"] else 0  # see below
+    h, i, v = shape["hidden_size"], shape["intermediate_size"], shape["vocab_size"]
+    per_token = shape["num_hidden_layers"] * compute * (12 * h + 4 * i) + 2 * compute * v
+    return {
+        "weights": 4 * (params / gpus + gathered),
+        "gradients": 4 * (params + tied) / gpus,
+        "optimizer": 8 * params / gpus,
+        "reference": reference_bytes * (params / gpus + gathered),
+        "engine": 2 * params if on_gpu else 0,
+        "activations": tokens * per_token + 2 * 4 * min(chunk, tokens) * v,
+    }
+
+
+def print_estimate(name: str, gpus: int, tokens: int, reference_bytes: int) -> None:
+    shape = {"1.5b": QWEN25_15B, "7b": QWEN25_7B}[name]
+    parts = estimate_memory(shape, gpus, tokens, on_gpu=True, reference_bytes=reference_bytes)
+    params, _ = parameter_counts(shape)
+    print(f"Qwen2.5-{name} shape ({params / 1e9:.2f}B parameters) on {gpus} GPU(s), fp32 masters under bf16 autocast, "
+          f"{'FSDP2' if gpus > 1 else 'unsharded'}, micro-batch of {tokens} tokens, reference {reference_bytes} bytes "
+          "per parameter; GiB per process:")  # fmt: skip
+    for key, value in parts.items():
+        print(f"  {key:12s} {value / 2**30:8.2f}")
+    print(f"  {'total':12s} {sum(parts.values()) / 2**30:8.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["tiny", "qwen2.5-1.5b"], default="tiny")
@@ -340,7 +399,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="warm-up steps (at least 1)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--estimate", choices=["1.5b", "7b"], help="print a memory estimate per process, run nothing")
+    parser.add_argument("--gpus", type=int, default=8, help="--estimate: processes (FSDP2 when more than 1)")
+    parser.add_argument("--tokens", type=int, default=4096, help="--estimate: tokens per micro-batch")
+    parser.add_argument("--reference-bytes", type=int, choices=[2, 4], default=4, help="--estimate: bf16 or fp32")
     args = parser.parse_args()
+    if args.estimate:
+        print_estimate(args.estimate, args.gpus, args.tokens, args.reference_bytes)
+        return
     if args.layers is not None and (args.model == "tiny" or args.layers < 1):
         parser.error("--layers takes a positive count and applies to --model qwen2.5-1.5b only")
     if args.warmup < 1 or args.steps < 1:

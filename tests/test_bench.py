@@ -23,3 +23,20 @@ def test_gpu_check_small_writes_the_numbers_and_a_summary(tmp_path):
     summary = (tmp_path / "summary.txt").read_text()
     assert "update_vs_bare" in summary and "peak memory" in summary and "step-0 KL" in summary
     assert summary in done.stdout
+
+
+def test_memory_estimate_counts_the_parameters_of_the_real_shapes():
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import train_bench
+
+    for shape in (train_bench.QWEN25_15B, train_bench.QWEN25_7B):
+        with torch.device("meta"):
+            model = Qwen2ForCausalLM(Qwen2Config(**shape))
+        layer = sum(p.numel() for p in model.model.layers[0].parameters())
+        assert train_bench.parameter_counts(shape) == (sum(p.numel() for p in model.parameters()), layer)
+    sharded = train_bench.estimate_memory(train_bench.QWEN25_7B, 8, 4096, on_gpu=True, reference_bytes=2)
+    alone = train_bench.estimate_memory(train_bench.QWEN25_7B, 1, 4096, on_gpu=True, reference_bytes=2)
+    assert sharded["optimizer"] * 8 == alone["optimizer"] and sharded["engine"] == alone["engine"]
