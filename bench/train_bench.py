@@ -350,27 +350,28 @@ def estimate_memory(shape: dict, gpus: int, tokens: int, on_gpu: bool, reference
     """Bytes per process of a SCoRe update: fp32 master weights, gradients and AdamW's two fp32 states, sharded
     over `gpus` processes by FSDP2 when there are several (plus the two decoder layers it holds gathered at a time),
     the reference (`reference_bytes` per parameter, sharded the same way), the HF engine's bf16 copy of the
-    weights under bf16 autocast on a GPU, and the activations of a micro-batch of `tokens` tokens: per decoder layer
-    about 12 hidden-size and 4 MLP-size values per token kept for the backward pass (norm inputs and outputs, q, k,
-    v, attention output, gate, up, their product), in the compute dtype, and the logits with their gradient plus
-    objectives.token_logprobs' two float32 [chunk, vocab] blocks. Tied embeddings get a second gradient of the
-    embedding's size (the input embedding's, added to the output layer's). A sum of parts, so an upper bound: the
-    parts do not all peak at once; the check against measured CPU peaks to 15% is still to do (issue 17 item 3)."""
+    weights under bf16 autocast on a GPU, and the activations of a micro-batch of `tokens` tokens at their peak,
+    in objectives.token_logprobs' backward pass: per decoder layer about 12 hidden-size and 4 MLP-size values per
+    token (norm inputs and outputs, q, k, v, attention output, gate, up, their product) in the compute dtype, the
+    logits and their gradient, and its float32 [chunk, vocab] blocks (one; two when the logits are bf16 and a chunk
+    is upcast first). Tied embeddings get a second gradient of the embedding's size (the input embedding's, added
+    to the output layer's). total: gradients fill as activations are freed, so the larger of the two counts."""
     params, layer = parameter_counts(shape)
     compute = 2 if on_gpu else 4  # bytes of an activation: bf16 under autocast on a GPU, fp32 on a CPU
-    sharded = gpus > 1
-    gathered = 2 * layer if sharded else 0
-    tied = shape["vocab_size"] * shape["hidden_size"] if shape["tie_word_embeddings"] else 0  # see below
+    gathered = 2 * layer if gpus > 1 else 0
+    tied = shape["vocab_size"] * shape["hidden_size"] if shape["tie_word_embeddings"] else 0
     h, i, v = shape["hidden_size"], shape["intermediate_size"], shape["vocab_size"]
     per_token = shape["num_hidden_layers"] * compute * (12 * h + 4 * i) + 2 * compute * v
-    return {
+    parts = {
         "weights": 4 * (params / gpus + gathered),
         "gradients": 4 * (params + tied) / gpus,
         "optimizer": 8 * params / gpus,
         "reference": reference_bytes * (params / gpus + gathered),
         "engine": 2 * params if on_gpu else 0,
-        "activations": tokens * per_token + 2 * 4 * min(chunk, tokens) * v,
+        "activations": tokens * per_token + (1 if compute == 4 else 2) * 4 * min(chunk, tokens) * v,
     }
+    others = sum(value for key, value in parts.items() if key not in ("gradients", "activations"))
+    return {**parts, "total": others + max(parts["gradients"], parts["activations"])}
 
 
 def print_estimate(name: str, gpus: int, tokens: int, reference_bytes: int) -> None:
@@ -382,7 +383,6 @@ def print_estimate(name: str, gpus: int, tokens: int, reference_bytes: int) -> N
           "per parameter; GiB per process:")  # fmt: skip
     for key, value in parts.items():
         print(f"  {key:12s} {value / 2**30:8.2f}")
-    print(f"  {'total':12s} {sum(parts.values()) / 2**30:8.2f}")
 
 
 def main() -> None:

@@ -40,3 +40,60 @@ def test_memory_estimate_counts_the_parameters_of_the_real_shapes():
     sharded = train_bench.estimate_memory(train_bench.QWEN25_7B, 8, 4096, on_gpu=True, reference_bytes=2)
     alone = train_bench.estimate_memory(train_bench.QWEN25_7B, 1, 4096, on_gpu=True, reference_bytes=2)
     assert sharded["optimizer"] * 8 == alone["optimizer"] and sharded["engine"] == alone["engine"]
+
+
+# One training update (reference log-probs, policy forward and backward, AdamW) of a small random Qwen2, measured in a
+# fresh process: the peak resident memory after the first step (AdamW's states exist) over the memory before the
+# models. glibc serves allocations >= 64 KiB by mmap (MALLOC_MMAP_THRESHOLD_ fixes the threshold) and returns them
+# on free, so the resident peak is the peak of the live tensors, not of the allocator's cache.
+MEASURE = """
+import json, sys
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+from score import objectives
+import train_bench
+
+shape, rows, length = json.loads(sys.argv[1])
+torch.set_num_threads(1)
+torch.manual_seed(0)
+ids = torch.randint(1000, (rows, length))
+mask = torch.ones(rows, length, dtype=torch.long)
+mask[:, : length // 4] = 0
+before = int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS:"))) * 1024
+policy = Qwen2ForCausalLM(Qwen2Config(**shape)).train()
+reference = Qwen2ForCausalLM(Qwen2Config(**shape)).eval().requires_grad_(False)
+optimizer = torch.optim.AdamW(policy.parameters())
+for step in range(2):
+    if step:
+        train_bench.reset_resident_peak()
+    with torch.no_grad():
+        ref_logp = objectives.token_logprobs(reference(input_ids=ids).logits, ids)
+    logp = objectives.token_logprobs(policy(input_ids=ids).logits, ids)
+    loss, _ = objectives.score_loss(logp, ref_logp, mask, torch.ones(rows, 1), (0.1,), "k3", float(mask.sum()))
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+print(train_bench.resident_peak_bytes() - before)
+"""
+
+
+def test_memory_estimate_matches_measured_cpu_peaks_within_15_percent():
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import train_bench
+
+    env = {
+        **os.environ,
+        "MALLOC_MMAP_THRESHOLD_": "65536",
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "code"), str(REPO_ROOT / "bench")]),
+    }
+    for vocab, hidden, layers, rows, length in ((32000, 256, 2, 2, 128), (8000, 512, 4, 2, 512)):
+        shape = dict(
+            train_bench.QWEN25_15B, vocab_size=vocab, hidden_size=hidden, intermediate_size=3 * hidden,
+            num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        )  # fmt: skip
+        args = json.dumps([shape, rows, length])
+        done = subprocess.run([sys.executable, "-c", MEASURE, args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        measured = int(done.stdout.split()[-1])
+        estimate = train_bench.estimate_memory(shape, 1, rows * length, on_gpu=False, reference_bytes=4)["total"]
+        assert abs(estimate - measured) <= 0.15 * measured, (shape, estimate, measured)
