@@ -37,11 +37,11 @@ if [ "${GPU_CHECK_SMALL:-0}" = 1 ]; then
     ROLLOUT=(--model cpu-50m --problems 2 --samples 1 --max-new-tokens 4)
     ENGINES=(hf)
     LIMITS=(600 300)
-else  # at most 220 s of training (its warm-up step compiles the decode step) + 2 x 110 s of sampling: 7.4 minutes
+else  # at most 250 s of training (its warm-up step compiles the decode step) + 2 x 110 s of sampling: 7.8 minutes
     TRAIN=(--model qwen2.5-1.5b --batch-size 8 --max-new-tokens 256)
     ROLLOUT=(--model qwen2.5-1.5b --problems 32 --samples 2 --max-new-tokens 256)
     ENGINES=(hf hf-compiled)
-    LIMITS=(220 110)
+    LIMITS=(250 110)
 fi
 
 "$PYTHON" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__,
