@@ -135,6 +135,9 @@ def test_dropout_is_off_so_train_mode_scores_like_sampling(tiny_model_dir):
 def test_fsdp_settings_the_trainer_cannot_honour_are_one_error(monkeypatch):
     monkeypatch.setenv("FSDP_VERSION", "2")
     check_sharding_settings()
+    with pytest.raises(ScoreError, match="train.micro_batch_tokens with FSDP2") as e:
+        check_sharding_settings(micro_batch_tokens=4096)
+    assert "\n" not in str(e.value)
     monkeypatch.setenv("FSDP_OFFLOAD_PARAMS", "true")
     with pytest.raises(ScoreError, match="fsdp_offload_params"):
         check_sharding_settings()

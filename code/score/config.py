@@ -152,7 +152,8 @@ class TrainConfig:
     micro_batch_size: int = _help("Conversations per forward/backward pass per process.", 4)
     micro_batch_tokens: int = _help(
         "Token budget of a forward/backward pass (rows x longest row): conversations sorted by length, as many per "
-        "pass as fit, so like lengths share one and little is padding; 0: micro_batch_size consecutive ones.",
+        "pass as fit, so like lengths share one and little is padding; 0: micro_batch_size consecutive ones. "
+        "Not with FSDP2.",
         0,
     )
     lr: float = _help("AdamW learning rate (paper: 5e-6 MATH, 1e-5 MBPP).", 5e-6)

@@ -77,13 +77,20 @@ def sharding_requested(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.FSDP or parse_flag_from_env("ACCELERATE_USE_FSDP")
 
 
-def check_sharding_settings() -> None:
-    """The FSDP launch settings this trainer honours: FSDP2, parameters on the GPU. Anything else is one error."""
+def check_sharding_settings(micro_batch_tokens: int = 0) -> None:
+    """The FSDP launch settings this trainer honours: FSDP2, parameters on the GPU, micro-batches by count (every
+    sharded forward and backward is a collective, so all processes must run as many; a token budget could give
+    them different numbers). Anything else is one error."""
     version = os.environ.get("FSDP_VERSION", "2")
     if version != "2":
         raise ScoreError(f"fsdp_version {version} in the accelerate config: this trainer shards with FSDP2 only")
     if parse_flag_from_env("FSDP_OFFLOAD_PARAMS"):
         raise ScoreError("fsdp_offload_params: true in the accelerate config is not supported; set it to false")
+    if micro_batch_tokens:
+        raise ScoreError(
+            "train.micro_batch_tokens with FSDP2: processes could run different numbers of micro-batches, each a "
+            "collective; set it to 0 (micro_batch_size per pass)"
+        )
 
 
 def shard_policy(policy: torch.nn.Module) -> torch.nn.Module:

@@ -178,7 +178,7 @@ def start_run(cfg: Config) -> Run:
         raise ScoreError(f"train.batch_size={t.batch_size} is not divisible by the {world} processes")
     sharded = sharding_requested(accelerator)
     if sharded:
-        check_sharding_settings()
+        check_sharding_settings(t.micro_batch_tokens)
     files = RunFiles(resolve_path(t.output_dir) / t.run_name)
     with writing(files.root):  # the lock file is the first thing written there
         hold_folder(files.root / ".lock", "train.run_name", accelerator.is_main_process)
