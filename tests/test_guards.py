@@ -16,7 +16,5 @@ def test_context_check_of_evaluation_alone_ignores_the_training_budget(tiny_mode
     with pytest.raises(ScoreError, match=r"2 attempts x rollout.max_new_tokens=1000 .* context is 512 tokens"):
         check_context(tokenizer, model_config, problems, cfg, evaluating=True)
     cfg.eval.max_new_tokens = 300
-    with pytest.raises(
-        ScoreError, match=r"^conversations may need \d+ tokens \(2 attempts x eval.max_new_tokens=300"
-    ):
+    with pytest.raises(ScoreError, match=r"^conversations may need \d+ tokens \(2 attempts x eval.max_new_tokens=300"):
         check_context(tokenizer, model_config, problems, cfg, evaluating=True, training=False)

@@ -243,9 +243,10 @@ def test_job_is_interrupted_requeued_and_resumes(slurm, tmp_path, processes, int
     run_name = f"job{processes}{interrupt}"
     run = tmp_path / "runs" / run_name
     if interrupt == "time":
-        # 2 minutes, 100 s of them kept for the checkpoint: training stops within a few steps by itself (USR1 at
-        # 1 s before the end, never reached); once it has, the job gets 20 minutes to finish after its requeue
-        margin = {"train.stop_margin": 100}
+        # 2 minutes, all 120 s of them kept for the checkpoint: after its first step training sees that no further
+        # step fits and stops by itself, however fast the machine (USR1 at 1 s before the end, never reached); once
+        # it has, the job gets 20 minutes to finish after its requeue
+        margin = {"train.stop_margin": 120}
         job_id = submit(slurm, tmp_path, run_name, processes, "--time=2", "--signal=B:USR1@1", **margin)
         log_file = tmp_path / f"{run_name}-{job_id}.out"
         stopped = lambda: log_file.exists() and "stopped by the time limit" in log_file.read_text()  # noqa: E731

@@ -108,7 +108,7 @@ class ScriptedModel(torch.nn.Module):
         self.device = torch.device("cpu")
         self.generation_config = GenerationConfig(eos_token_id=eot)
 
-    def generate(self, input_ids, attention_mask):
+    def generate(self, input_ids, attention_mask, stopping_criteria=None):
         ids = torch.tensor(self.attempts[self.calls])
         self.calls += 1
         return torch.cat([input_ids, ids.expand(input_ids.shape[0], -1)], dim=1)
