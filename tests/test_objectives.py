@@ -17,7 +17,6 @@ from score.objectives import (
     process_advantages,
     score_loss,
     shaped_reward,
-    token_entropy,
     token_logprobs,
     token_logprobs_and_entropy,
     truncated_importance_weights,
@@ -104,14 +103,15 @@ def test_token_logprobs_keeps_no_float32_copy_of_the_logits():
 def test_token_entropy():
     # Uniform over 4 -> ln 4; (3/4, 1/4, 0-ish, 0-ish) -> -(3/4 ln 3/4 + 1/4 ln 1/4).
     logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [LN3, 0.0, -100.0, -100.0], [1.0, 2.0, 3.0, 4.0]]])
-    out = token_entropy(logits, chunk_size=2)
+    out = token_logprobs_and_entropy(logits, torch.zeros(1, 3, dtype=torch.long), chunk_size=2)[1]
     h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
     torch.testing.assert_close(out, torch.tensor([[0.0, math.log(4), h]]))
     g = torch.Generator().manual_seed(4)
     logits = torch.randn(2, 6, 9, generator=g).bfloat16()
     p = torch.log_softmax(logits.double(), -1)
     expected = -(p.exp() * p).sum(-1)[:, :-1]
-    torch.testing.assert_close(token_entropy(logits, chunk_size=5)[:, 1:].double(), expected, atol=1e-5, rtol=1e-5)
+    entropy = token_logprobs_and_entropy(logits, torch.zeros(2, 6, dtype=torch.long), chunk_size=5)[1]
+    torch.testing.assert_close(entropy[:, 1:].double(), expected, atol=1e-5, rtol=1e-5)
 
 
 # --- KL ----------------------------------------------------------------------------------------
@@ -410,7 +410,7 @@ def test_token_logprobs_under_temperature(temperature):
     out = token_logprobs(logits, ids, chunk_size=3, temperature=temperature)
     torch.testing.assert_close(out, reference_logprobs(logits / temperature, ids))
     torch.autograd.gradcheck(lambda x: token_logprobs(x, ids, chunk_size=4, temperature=temperature), (logits,))
-    entropy = token_entropy(logits.detach(), chunk_size=3, temperature=temperature)
+    entropy = token_logprobs_and_entropy(logits.detach(), ids, chunk_size=3, temperature=temperature)[1]
     p = torch.log_softmax(logits.detach() / temperature, -1)
     torch.testing.assert_close(entropy[:, 1:], -(p.exp() * p).sum(-1)[:, :-1])
     with pytest.raises(ValueError, match="temperature"):

@@ -97,7 +97,8 @@ def _tempered(block: Tensor, temperature: float) -> Tensor:
 def token_logprobs_and_entropy(
     logits: Tensor, input_ids: Tensor, chunk_size: int = 1024, temperature: float = 1.0, with_entropy: bool = True
 ) -> tuple[Tensor, Tensor | None]:
-    """`token_logprobs` and `token_entropy` of the same logits from one chunked pass (entropy None unless asked)."""
+    """`token_logprobs` and the entropy of each predicting distribution (aligned the same way, no gradient) from one
+    chunked pass over the logits; entropy None unless asked."""
     n, t, v = logits.shape
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
@@ -128,17 +129,6 @@ def token_logprobs(logits: Tensor, input_ids: Tensor, chunk_size: int = 1024, te
     Contiguous logits (as models return them) are not copied. Differentiable w.r.t. `logits`.
     """
     return token_logprobs_and_entropy(logits, input_ids, chunk_size, temperature, with_entropy=False)[0]
-
-
-@torch.no_grad()
-def token_entropy(logits: Tensor, chunk_size: int = 1024, temperature: float = 1.0) -> Tensor:
-    """Entropy of the distribution (softmax of logits / temperature) that predicted each token, [N, T, V] -> [N, T].
-
-    Aligned like `token_logprobs`: out[:, t] comes from logits[:, t - 1], out[:, 0] = 0.
-    Chunked the same way (no float32 copy of the batch); no gradient.
-    """
-    ids = torch.zeros(logits.shape[:2], dtype=torch.long, device=logits.device)
-    return token_logprobs_and_entropy(logits, ids, chunk_size, temperature)[1]
 
 
 def kl_per_token(logp: Tensor, ref_logp: Tensor, estimator: str) -> Tensor:

@@ -229,18 +229,15 @@ def start_run(cfg: Config) -> Run:
     accelerator.wait_for_everyone()
     run = Run(cfg, accelerator, files, problems, tokenizer, policy, reference, optimizer, scheduler, schedule,
               start, heldout)  # fmt: skip
-    if resolve_engine_name(cfg.rollout.engine) == "vllm":
-        # vLLM samples in the dtype the trainer computes in (bf16 under autocast), one engine per process
-        dtype = torch.bfloat16 if mixed_precision == "bf16" else policy_dtype
-        run.engine = open_engine(cfg.rollout, model_path, seed=t.seed + rank, dtype=dtype)
-        if checkpoint is not None:
-            sync_engine(run)
-    elif cfg.rollout.tis_cap > 0:
+    vllm = resolve_engine_name(cfg.rollout.engine) == "vllm"
+    if not vllm and cfg.rollout.tis_cap > 0:
         raise ScoreError("rollout.tis_cap corrects the vllm engine's drift; set rollout.engine=vllm or tis_cap=0")
-    elif mixed_precision == "bf16":
-        # HF samples a bf16 copy of the fp32 master weights (engines.open_engine), synced after every step like vLLM
+    if vllm or mixed_precision == "bf16":
+        # An engine with its own weights in the dtype the trainer computes in, synced after every step: vLLM (one per
+        # process), or under bf16 autocast HF's bf16 copy of the fp32 master weights (engines.open_engine)
+        dtype = torch.bfloat16 if mixed_precision == "bf16" else policy_dtype
         unwrapped = accelerator.unwrap_model(policy)
-        run.engine = open_engine(cfg.rollout, model_path, seed=t.seed + rank, dtype=torch.bfloat16, model=unwrapped)
+        run.engine = open_engine(cfg.rollout, model_path, seed=t.seed + rank, dtype=dtype, model=unwrapped)
         if checkpoint is not None:
             sync_engine(run)
     run.tis_cap = resolve_tis_cap(cfg.rollout)
