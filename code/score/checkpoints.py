@@ -10,7 +10,6 @@ pruning would take for a finished checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -82,10 +81,6 @@ class RunFiles:
                 found.append((int(match[1]), path))
         return [path for _, path in sorted(found)]
 
-    def latest_checkpoint(self) -> Path | None:
-        finished = self.finished_checkpoints()
-        return finished[-1] if finished else None
-
 
 def flat_settings(cfg: Config) -> dict[str, object]:
     return {f"{section}.{key}": value for section, part in cfg.to_dict().items() for key, value in part.items()}
@@ -98,12 +93,6 @@ def result_settings(cfg: Config) -> dict[str, object]:
         for name, value in flat_settings(cfg).items()
         if name not in RESULT_NEUTRAL and name.split(".")[0] not in NEUTRAL_SECTIONS
     }
-
-
-def settings_key(cfg: Config) -> str:
-    """A short hash of the result settings: equal for runs that compute the same thing."""
-    text = json.dumps(result_settings(cfg), sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def heldout_split(cfg: Config) -> int:
@@ -120,8 +109,7 @@ def changed_settings(saved: Config, new: Config) -> list[str]:
     from score.trainer import stage_schedule
 
     old, now = flat_settings(saved), flat_settings(new)
-    results = result_settings(new)
-    differ = [name for name in results if old.get(name) != now[name]]
+    differ = [name for name in result_settings(new) if old.get(name) != now[name]]
     if heldout_split(saved) != heldout_split(new):
         differ += [name for name in ("train.eval_every", "train.eval_problems") if old[name] != now[name]]
     a, b = stage_schedule(saved), stage_schedule(new)

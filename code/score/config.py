@@ -408,8 +408,6 @@ def _coerce(value, hint, where: str):
             raise ScoreError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
         if not isinstance(value, str):
             raise ScoreError(f"{where}: expected a string, got {value!r}")
         return value

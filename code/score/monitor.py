@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from accelerate import Accelerator
 
+from score.checkpoints import heldout_split
 from score.config import Config, ScoreError
 from score.data import Problem
 from score.distributed import gather_objects, my_share
@@ -20,15 +21,15 @@ LOGGED = ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", "delta_c_to_i")
 
 def split_heldout(problems: list[Problem], cfg: Config) -> tuple[list[Problem], list[Problem]]:
     """(training problems, held-out problems); nothing is held out when train.eval_every is 0."""
-    t = cfg.train
-    if not t.eval_every:
+    held = heldout_split(cfg)
+    if not held:
         return problems, []
-    if t.eval_problems >= len(problems):
+    if held >= len(problems):
         raise ScoreError(
-            f"train.eval_problems={t.eval_problems} holds out every one of the {len(problems)} training problems; "
+            f"train.eval_problems={held} holds out every one of the {len(problems)} training problems; "
             "lower it (or set train.eval_every=0)"
         )
-    return problems[t.eval_problems :], problems[: t.eval_problems]
+    return problems[held:], problems[:held]
 
 
 def evaluate_heldout(accelerator: Accelerator, model, tokenizer, problems: list[Problem], cfg: Config) -> dict:
