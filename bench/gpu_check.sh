@@ -7,7 +7,7 @@
 # Each writes its JSON under ${OUT:-/tmp/gpu_check}; a summary of both is printed and written to summary.txt.
 #
 #   bash bench/gpu_check.sh                      # on the GPU machine
-#   GPU_CHECK_SMALL=1 bash bench/gpu_check.sh    # CPU sizes (tiny models, 4 tokens), as tests/test_gpu_check.py runs it
+#   GPU_CHECK_SMALL=1 bash bench/gpu_check.sh    # CPU sizes (tiny models, 4 tokens), as tests/test_bench.py runs it
 #
 # PYTHON picks the interpreter (default: .venv/bin/python if present, else python3). Every part has its own time
 # limit, so the whole check stays under 8 minutes even when a part hangs; a part that fails is reported and the

@@ -4,6 +4,8 @@ asks here, so a batch may mix both domains."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from score import code, grader
 from score.config import GraderConfig
 from score.data import Problem
@@ -27,20 +29,17 @@ def problem_rewards(texts: list[str], problems: list[Problem], grading: GraderCo
             scores[i] = score
     rows = [i for i, p in enumerate(problems) if p.domain == "code"]
     if rows:
-        solutions = [preamble_and_program(texts[i], problems[i]) for i in rows]
-        tests = [problems[i].tests for i in rows]
-        for i, score in zip(rows, code.rewards(solutions, tests, grading.workers, grading.code_timeout), strict=True):
+        solutions, tests = [texts[i] for i in rows], [problems[i].tests for i in rows]
+        preambles = [problems[i].preamble for i in rows]
+        outcomes = code.rewards(solutions, tests, grading.workers, grading.code_timeout, preambles)
+        for i, score in zip(rows, outcomes, strict=True):
             scores[i] = score
     return scores
 
 
-def preamble_and_program(text: str, problem: Problem) -> str:
-    """The code answer as run: the problem's preamble (HumanEval's stub, its imports and helpers) and the program
-    of the answer, as one fenced block; an answer without a program stays without one."""
-    program = code.extract_program(text)
-    if program is None:
-        return ""
-    return f"```python\n{problem.preamble}\n{program}\n```"
+def grading_reward(grading: GraderConfig) -> Callable[[list[str], list[Problem]], list[float]]:
+    """problem_rewards under `grading`, as the reward_fn that rollouts take."""
+    return lambda texts, problems: problem_rewards(texts, problems, grading)
 
 
 def final_answer(text: str, problem: Problem, extraction: str = "strict") -> str | None:

@@ -26,13 +26,13 @@ from score.config import Config, ScoreError, resolve_path
 from score.data import MissingSplit, Problem, load_math
 from score.diagnostics import two_attempt_diagnostics
 from score.distributed import gather_objects, my_share
-from score.domains import final_answer, problem_rewards
+from score.domains import final_answer, grading_reward
 from score.engines import open_engine, resolve_engine_name
 from score.guards import check_context
 from score.locks import hold_folder
 from score.models import load_model, resolve_model_path
 from score.progress import progress
-from score.rollout import RewardFn, generate_rollouts
+from score.rollout import generate_rollouts
 from score.scaling import plot_scaling, sampled_metrics, scaling_markdown
 
 Z95 = 1.959963984540054
@@ -501,7 +501,7 @@ def evaluate_sampled(cfg: Config, model: ModelOnDemand, problems: list[Problem],
                     temperature=cfg.eval.sample_temperature,
                     max_new_tokens=cfg.eval.max_new_tokens,
                     batch_size=cfg.eval.batch_size,
-                    reward_fn=answer_grader(cfg),
+                    reward_fn=grading_reward(cfg.grader),
                 )
             for i, problem in enumerate(batch):
                 rows = range(i * n, (i + 1) * n)
@@ -524,15 +524,6 @@ def compare_row(folder: Path) -> tuple[str, dict]:
     return f"{model.parent.name}/{model.name}", metrics
 
 
-def answer_grader(cfg: Config) -> RewardFn:
-    """The reward_fn of evaluation: each problem's domain reward under cfg.grader (workers, timeouts, extraction)."""
-
-    def grade(texts: list[str], problems: list[Problem]) -> list[float]:
-        return problem_rewards(texts, problems, cfg.grader)
-
-    return grade
-
-
 def generate_records(model, tokenizer, problems: list[Problem], cfg: Config) -> Iterator[list[dict]]:
     """Evaluate a model object: `cfg.eval.attempts` attempts at each problem (greedy when eval.temperature is 0),
     yielding the records (see generation_record) of each batch of eval.batch_size problems as it finishes."""
@@ -551,7 +542,7 @@ def generate_records(model, tokenizer, problems: list[Problem], cfg: Config) -> 
             samples_per_prompt=1,
             greedy=greedy,
             temperature=cfg.eval.temperature or None,
-            reward_fn=answer_grader(cfg),
+            reward_fn=grading_reward(cfg.grader),
         )
         yield [generation_record(problem, rollout, row, cfg.grader.extraction) for row, problem in enumerate(batch)]
 

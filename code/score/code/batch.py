@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 
 from score.code.extract import extract_program
 from score.code.pool import Pool
 from score.code.sandbox import Outcome
+from score.grader.batch import usable_cores
 
 _POOL: Pool | None = None
 _POOL_LOCK = threading.Lock()
@@ -26,19 +26,13 @@ def _pool(workers: int) -> Pool:
         return _POOL
 
 
-def _workers(workers: int) -> int:
-    if workers:
-        return workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def run_programs(programs: list[str], tests: list[str], timeout: float = 5.0, workers: int = 0) -> list[Outcome]:
     """Each program run against its tests in the sandbox, over `workers` warm workers (0: one per CPU core)."""
     if len(programs) != len(tests):
         raise ValueError(f"{len(programs)} programs but {len(tests)} test sets")
     if not programs:
         return []
-    return _pool(_workers(workers)).run(list(zip(programs, tests, strict=True)), timeout)
+    return _pool(workers or usable_cores()).run(list(zip(programs, tests, strict=True)), timeout)
 
 
 def run_tests(program: str, tests: str, timeout: float = 5.0) -> bool:
@@ -47,13 +41,17 @@ def run_tests(program: str, tests: str, timeout: float = 5.0) -> bool:
     return run_programs([program], [tests], timeout, workers=1)[0].passed
 
 
-def rewards(solutions: list[str], tests: list[str], workers: int = 0, timeout: float = 5.0) -> list[float]:
-    """1.0 for each answer whose program (extract_program) passes its tests, else 0.0; answers without a program
-    are not run."""
-    if len(solutions) != len(tests):
+def rewards(
+    solutions: list[str], tests: list[str], workers: int = 0, timeout: float = 5.0, preambles: list[str] | None = None
+) -> list[float]:
+    """1.0 for each answer whose program (extract_program), after its preamble when given (HumanEval's stub, its
+    imports and helpers), passes its tests, else 0.0; answers without a program are not run."""
+    if len(solutions) != len(tests) or (preambles is not None and len(preambles) != len(tests)):
         raise ValueError(f"{len(solutions)} solutions but {len(tests)} test sets")
     programs = [extract_program(s) for s in solutions]
     found = [i for i, p in enumerate(programs) if p is not None]
+    if preambles is not None:
+        programs = [p if p is None else f"{pre}\n{p}" for pre, p in zip(preambles, programs, strict=True)]
     outcomes = run_programs([programs[i] for i in found], [tests[i] for i in found], timeout, workers)
     scores = [0.0] * len(solutions)
     for i, outcome in zip(found, outcomes, strict=True):

@@ -91,7 +91,7 @@ class HFEngine(Engine):
         if self.holds_weights:
             self.model.load_state_dict(state)
 
-    def static_options(self, rows: int, width: int, max_new_tokens: int) -> dict:
+    def static_options(self, width: int, max_new_tokens: int) -> dict:
         """GenerationConfig fields of the static path for a padded batch of prompts `width` tokens wide."""
         options = dict(cache_implementation="static", max_cache_len=bucket(width + max_new_tokens))
         if not self.compile:
@@ -113,7 +113,7 @@ class HFEngine(Engine):
             width = -(-max(map(len, prompts)) // PROMPT_MULTIPLE) * PROMPT_MULTIPLE
             padded = prompts + [prompts[0]] * (bucket(len(prompts)) - len(prompts))
             stopping = StoppingCriteriaList([RowsDone(len(prompts))])
-            options |= self.static_options(len(padded), width, sampling.max_new_tokens)
+            options |= self.static_options(width, sampling.max_new_tokens)
         config = GenerationConfig(
             do_sample=not sampling.greedy,
             max_new_tokens=sampling.max_new_tokens,

@@ -56,6 +56,11 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         return _POOL
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may use: what `workers` 0 means for the answer checker's and the sandbox's pools."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def rewards(
     solutions: list[str], golds: list[str], workers: int = 0, timeout: float = 2.0, extraction: str = "strict"
 ) -> list[float]:
@@ -64,8 +69,7 @@ def rewards(
     extract_answer("", extraction)  # an unknown mode fails here, not in every worker
     if len(solutions) != len(golds):
         raise ValueError(f"{len(solutions)} solutions but {len(golds)} gold answers")
-    if not workers:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = workers or usable_cores()
     if workers <= 1 or len(solutions) < MIN_POOL_BATCH:
         return [reward(s, g, timeout, extraction) for s, g in zip(solutions, golds, strict=True)]
     chunk = -(-len(solutions) // (4 * workers))
