@@ -44,6 +44,17 @@ def test_majority_votes_on_equivalent_answers():
     assert scaling.sampled_metrics([conversations])["equal_budget"][10]["sequential_t2"] == 1.0
 
 
+def test_code_answers_vote_as_text_without_the_answer_checker(monkeypatch):
+    def checker(*args):
+        raise AssertionError("a program went to the math answer checker")
+
+    monkeypatch.setattr(scaling, "is_equivalent", checker)
+    programs = ["def f(): return 1", "def f(): return 2", "def f(): return 1"]
+    samples = [[{"answer": p, "correct": p.endswith("1")}] for p in programs]
+    m = scaling.sampled_metrics([samples], domains=["code"])
+    assert [m["majority_at_k_t1"][k] for k in (1, 2, 3)] == [1.0, 1.0, 1.0]
+
+
 def sample(a1, c1, a2, c2):
     return [{"answer": a1, "correct": c1}, {"answer": a2, "correct": c2}]
 

@@ -510,7 +510,9 @@ def evaluate_sampled(cfg: Config, model: ModelOnDemand, problems: list[Problem],
                 f.write(json.dumps(done[problem.id]) + "\n")
             f.flush()
             bar.update(len(batch))
-    metrics = sampled_metrics([done[p.id]["samples"] for p in problems], cfg.grader.timeout)
+    metrics = sampled_metrics(
+        [done[p.id]["samples"] for p in problems], cfg.grader.timeout, [p.domain for p in problems]
+    )
     metrics.update(temperature=cfg.eval.sample_temperature, seed=cfg.eval.seed)
     return metrics
 

@@ -30,11 +30,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def answer_classes(answers: list[str | None], timeout: float = 2.0) -> list[int | None]:
+def answer_classes(answers: list[str | None], timeout: float = 2.0, math: bool = True) -> list[int | None]:
     """The equivalence class of each answer (None: no answer), numbered in order of first appearance.
 
     An answer joins the first class whose first answer it is equivalent to (grader.is_equivalent, at most
-    `timeout` seconds per comparison), else starts a new class: one comparison per class, not per pair."""
+    `timeout` seconds per comparison), else starts a new class: one comparison per class, not per pair. Answers
+    that are not math (programs) are equal only as text: the answer checker has nothing to say about them."""
     firsts: list[str] = []
     classes: list[int | None] = []
     for answer in answers:
@@ -42,7 +43,7 @@ def answer_classes(answers: list[str | None], timeout: float = 2.0) -> list[int 
         if not text:
             classes.append(None)
             continue
-        match = (i for i, first in enumerate(firsts) if text == first or is_equivalent(text, first, timeout))
+        match = (i for i, first in enumerate(firsts) if text == first or (math and is_equivalent(text, first, timeout)))
         found = next(match, len(firsts))
         if found == len(firsts):
             firsts.append(text)
@@ -61,10 +62,11 @@ def majority_correct(classes: list[int | None], correct: list[bool]) -> bool:
     return bool(correct[classes.index(winner)])
 
 
-def sampled_metrics(records: list[list[list[dict]]], timeout: float = 2.0) -> dict:
+def sampled_metrics(records: list[list[list[dict]]], timeout: float = 2.0, domains: list[str] | None = None) -> dict:
     """records[problem][sample][attempt] = {"answer", "correct"}. pass@k and majority@k per attempt for
     k = 1..n, and the equal-budget comparison for even k (needs 2 attempts). Fractions of the problems.
-    timeout: seconds per answer comparison when grouping answers into classes for the vote."""
+    timeout: seconds per answer comparison when grouping answers into classes for the vote; domains: each
+    problem's domain (default math), code answers voting as text."""
     n = min(len(samples) for samples in records)
     attempts = min(len(sample) for samples in records for sample in samples)
     problems = len(records)
@@ -74,8 +76,11 @@ def sampled_metrics(records: list[list[list[dict]]], timeout: float = 2.0) -> di
         out[f"pass_at_k_t{t + 1}"] = {k: sum(pass_at_k(n, c, k) for c in hits) / problems for k in range(1, n + 1)}
         # Classes of all n answers at once: the first k samples' classes are those of a vote among them alone.
         votes = [
-            (answer_classes([s[t]["answer"] for s in samples[:n]], timeout), [s[t]["correct"] for s in samples[:n]])
-            for samples in records
+            (
+                answer_classes([s[t]["answer"] for s in samples[:n]], timeout, math),
+                [s[t]["correct"] for s in samples[:n]],
+            )
+            for samples, math in zip(records, [d == "math" for d in domains or ["math"] * problems], strict=True)
         ]
         out[f"majority_at_k_t{t + 1}"] = {
             k: sum(majority_correct(classes[:k], correct[:k]) for classes, correct in votes) / problems
