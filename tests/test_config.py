@@ -41,6 +41,29 @@ def test_every_config_file_loads():
         load_config(path)
 
 
+def test_qwen_math_recipe_has_pags_settings_and_tests_on_math500(monkeypatch):
+    import datasets
+    from score.evaluate import load_test_problems
+
+    cfg = load_config(REPO_ROOT / "configs" / "qwen2.5-1.5b-math.yaml")
+    assert cfg.model.name == "Qwen/Qwen2.5-1.5B-Instruct" and cfg.rollout.engine == "vllm"
+    # PAG: 128 problems x 4 samples per optimizer step; 20 epochs of 7,500 // 512 batches x 4 mini-batches per stage
+    assert (cfg.train.batch_size, cfg.rollout.samples_per_prompt) == (128, 4)
+    assert cfg.train.stage1_steps == cfg.train.stage2_steps == 20 * (7500 // 512) * 4
+    t = cfg.train
+    assert (t.lr, t.alpha, t.beta1, t.beta2, t.gamma, t.kl_mode) == (1e-6, 1.0, 0.0, 0.1, 0.0, "reward")
+    assert cfg.rollout.max_new_tokens == cfg.eval.max_new_tokens == 2048
+    assert cfg.rollout.vllm_max_model_len >= 1024 + 2 * 2048 + 100  # PAG's longest prompt, both attempts, p
+    assert cfg.train.max_grad_norm == Config().train.max_grad_norm and cfg.eval.temperature == 0  # unlisted: paper
+    # MATH's own train split (not the paper's 12,000); the test problems are MATH-500 from the hub, not a local path
+    assert (cfg.data.source, cfg.data.scheme) == ("data/MATH", "full")
+    row = {"problem": "1 + 1?", "solution": "", "answer": "2", "subject": "Algebra", "level": 1, "unique_id": "t/1"}
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name: asked.append(name) or {"test": [row]})
+    problems, _ = load_test_problems(cfg)
+    assert asked == ["HuggingFaceH4/MATH-500"] and [p.id for p in problems] == ["t/1"]
+
+
 def test_file_then_overrides(tmp_path):
     path = write(tmp_path, "train:\n  lr: 1.0e-4\n  alpha: 5\nrollout:\n  samples_per_prompt: 4\n")
     cfg = load_config(path, ["train.lr=1e-5", "eval.compare=[a, b]", "model.gradient_checkpointing=true"])
