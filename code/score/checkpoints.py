@@ -25,7 +25,7 @@ import torch.distributed.checkpoint as dcp
 import yaml
 from accelerate import Accelerator
 from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from score.config import SUPERVISED_ROWS, Config, ScoreError, load_config
 
@@ -33,6 +33,7 @@ from score.config import SUPERVISED_ROWS, Config, ScoreError, load_config
 # evaluated, downloads, experiments, grader parallelism. A resumed run may change these freely.
 RESULT_NEUTRAL = {
     "model.base_dir",
+    "model.lora_merge_on_save",
     "train.run_name",
     "train.output_dir",
     "train.save_every",
@@ -44,10 +45,14 @@ RESULT_NEUTRAL = {
     "train.eval_problems",
     "train.time_limit",
     "train.stop_margin",
+    "train.report_to",
     "grader.workers",
 }
 NEUTRAL_SECTIONS = {"eval", "download", "experiment", "sft"}
 SCHEDULE = {"train.stage1_steps", "train.stage2_steps", "train.rounds"}
+# Checkpoints hold the trained parameters (a LoRA policy: its adapters, not the frozen base the run loads anew).
+# strict=False lets the load skip the frozen ones; the state it loads is the model's own, so nothing else is missed.
+TRAINED_ONLY = StateDictOptions(ignore_frozen_params=True, strict=False)
 
 
 @dataclass
@@ -134,6 +139,7 @@ EXPERIMENT_NEUTRAL = {
     "train.max_nonfinite_steps",
     "train.time_limit",
     "train.stop_margin",
+    "train.report_to",
     "grader.workers",
     "eval.model",
     "eval.name",
@@ -284,16 +290,25 @@ def save_atomically(target: Path, write) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_model(accelerator: Accelerator, policy, tokenizer, target: Path) -> None:
-    """A Transformers model folder (safetensors + tokenizer) of the full policy; every process joins."""
-    from score.models import full_state_dict
+def save_model(accelerator: Accelerator, policy, tokenizer, target: Path, merged: bool = False) -> None:
+    """A Transformers model folder (safetensors + tokenizer) of the full policy; every process joins.
+
+    A LoRA policy saves its adapter as peft does (adapter_config.json, adapter_model.safetensors), loadable onto the
+    base model; with `merged` the folder holds the merged weights as a plain model and the adapter goes to
+    <target>/adapter/ (beside merged weights it would be applied twice by Transformers' loader)."""
+    from score.models import full_state_dict, generation_module, lora_scaling, merge_lora
 
     state = full_state_dict(accelerator, policy, main_only=True)
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(policy)
+        scaling = lora_scaling(model)
 
         def write(tmp: Path) -> None:
-            model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            if scaling is not None and merged:
+                generation_module(model).save_pretrained(tmp, state_dict=merge_lora(state, scaling))
+                model.save_pretrained(tmp / "adapter", state_dict=state)
+            else:
+                model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
 
         with writing(target.parent):
@@ -343,7 +358,7 @@ def save_checkpoint(accelerator: Accelerator, files: RunFiles, policy, optimizer
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
-        model_state, optimizer_state = get_state_dict(policy, optimizer)
+        model_state, optimizer_state = get_state_dict(policy, optimizer, options=TRAINED_ONLY)
         with quiet_single_process():
             dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
         torch.save(random_states(), tmp / f"rng_{accelerator.process_index}.pt")
@@ -367,7 +382,7 @@ def save_checkpoint(accelerator: Accelerator, files: RunFiles, policy, optimizer
 def load_checkpoint(accelerator: Accelerator, checkpoint: Path, policy, optimizer, scheduler) -> int:
     """Restore what save_checkpoint wrote (any sharding of the same model); returns the step to continue at."""
     state = json.loads((checkpoint / "trainer_state.json").read_text())
-    model_state, optimizer_state = get_state_dict(policy, optimizer)
+    model_state, optimizer_state = get_state_dict(policy, optimizer, options=TRAINED_ONLY)
     loaded = {"model": model_state, "optimizer": optimizer_state}
     try:  # checkpoint_damage found every file whole; their bytes can still be wrong
         with quiet_single_process():
@@ -378,7 +393,9 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, policy, optimize
             f"cannot load checkpoint {checkpoint}, it is damaged ({reason}); move it aside to resume from the "
             "previous one"
         ) from error
-    set_state_dict(policy, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"])
+    set_state_dict(
+        policy, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"], options=TRAINED_ONLY
+    )
     scheduler.load_state_dict(state["scheduler"])
     rng = checkpoint / f"rng_{accelerator.process_index}.pt"
     if state["processes"] == accelerator.num_processes and rng.is_file():

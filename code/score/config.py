@@ -38,6 +38,7 @@ ROWS = (
     "base", "self_refine", "star", "star_plus", "pair_sft", "pair_sft_plus", "single_turn", "stage2_no_shaping",
     "stage2_shaping", "score", "score_star_stage2",
 )  # fmt: skip
+TRACKERS = ("tensorboard", "wandb", "trackio", "mlflow")  # train.report_to
 SUPERVISED_ROWS = ("star", "star_plus", "pair_sft", "pair_sft_plus", "score_star_stage2")  # fine-tuned by sft.*
 
 
@@ -75,6 +76,25 @@ class ModelConfig:
     )
     attn_implementation: str = _help(
         "Attention kernel: sdpa, eager, flash_attention_2 or flash_attention_3 (those two need their package).", "sdpa"
+    )
+    lora_rank: int = _help(
+        "LoRA (peft): rank r of the adapters the policy trains instead of its weights; the reference is the same "
+        "model with the adapters disabled (no second copy). 0: off, full fine-tuning.",
+        0,
+    )
+    lora_alpha: float = _help("LoRA scale numerator: an adapter adds (lora_alpha / lora_rank) x B @ A to W.", 32.0)
+    lora_dropout: float = _help(
+        "Dropout on the adapters' input in the update's forward passes (sampling runs without it), in [0, 1).", 0.0
+    )
+    lora_target_modules: list[str] = _help(
+        "Names of the linear layers that get adapters (Qwen2 / Llama names; all-linear: every linear layer but "
+        "the output layer).",
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+    lora_merge_on_save: bool = _help(
+        "Saved models (final/, stage_ends/) hold the merged weights W + scale x B @ A as a plain model, which "
+        "evaluation and vLLM load, and the adapter in <folder>/adapter/; false: the folder holds the adapter only.",
+        False,
     )
 
 
@@ -210,6 +230,12 @@ class TrainConfig:
         "tiny model earns, so CPU smoke runs (configs/tiny.yaml) change the weights.",
         "answer",
     )
+    report_to: list[str] = _help(
+        "Experiment trackers that get every metrics.jsonl record, the config and the held-out table: tensorboard "
+        "(<run>/tensorboard/), wandb, trackio, mlflow (each package installed by you and set up by its own "
+        "environment variables; README, Experiment trackers); []: metrics.jsonl only.",
+        ["tensorboard"],
+    )
 
 
 @dataclass
@@ -319,6 +345,17 @@ class SftConfig:
 
 
 @dataclass
+class PushConfig:
+    repo: str = _help("Hub model repository that --task push uploads to: owner/name (created if missing).", "")
+    folder: str = _help(
+        "Model folder to upload, with its README.md model card (empty: <output_dir>/<run_name>/final).", ""
+    )
+    private: bool = _help("Create the repository private (an existing one keeps its visibility).", False)
+    revision: str = _help("Branch to upload to, created from main if missing (empty: main).", "")
+    commit_message: str = _help("Commit message (empty: 'Upload <folder> trained with SCoRe').", "")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -330,6 +367,7 @@ class Config:
     download: DownloadConfig = field(default_factory=DownloadConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     sft: SftConfig = field(default_factory=SftConfig)
+    push: PushConfig = field(default_factory=PushConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -372,7 +410,7 @@ NON_NEGATIVE = {
     ("eval", "temperature"), ("eval", "max_problems"), ("grader", "workers"), ("sft", "problems"),
     ("sft", "max_grad_norm"), ("train", "gamma"), ("train", "eval_every"), ("train", "eval_problems"),
     ("rollout", "vllm_max_model_len"), ("train", "time_limit"), ("train", "stop_margin"),
-    ("train", "micro_batch_tokens"),
+    ("train", "micro_batch_tokens"), ("model", "lora_rank"),
 }  # fmt: skip
 STR_TAG, NULL_TAG = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
 SEEDS = (("train", "seed"), ("data", "seed"), ("eval", "seed"))  # and experiment.seeds
@@ -475,8 +513,13 @@ def validate(cfg: Config, origin: str) -> None:
         name = getattr(getattr(cfg, section), key)
         if (name or section != "eval") and not is_folder_name(name):
             raise ScoreError(f"{section}.{key} ({origin}): {name!r} is not a folder name (one path component)")
+    for name in cfg.train.report_to:
+        if name not in TRACKERS:
+            raise ScoreError(f"train.report_to ({origin}): unknown tracker {name!r}; known: {', '.join(TRACKERS)}")
     if cfg.train.gamma > 1:
         raise ScoreError(f"train.gamma ({origin}): a discount must be in [0, 1]")
+    if cfg.model.lora_rank:
+        check_lora(cfg.model, origin)
     if cfg.rollout.top_p > 1:
         raise ScoreError(f"rollout.top_p ({origin}): must be in (0, 1]")
     if cfg.rollout.vllm_gpu_memory_utilization > 1:
@@ -508,6 +551,20 @@ def validate(cfg: Config, origin: str) -> None:
         raise ScoreError(
             f"train.batch_size ({origin}): {t.batch_size} problems x {cfg.rollout.samples_per_prompt} samples "
             f"= {conversations} conversations is not divisible by train.micro_batch_size={t.micro_batch_size}"
+        )
+
+
+def check_lora(model: ModelConfig, origin: str) -> None:
+    if model.lora_alpha <= 0:
+        raise ScoreError(f"model.lora_alpha ({origin}): must be positive")
+    if not 0 <= model.lora_dropout < 1:
+        raise ScoreError(f"model.lora_dropout ({origin}): must be in [0, 1)")
+    if not model.lora_target_modules:
+        raise ScoreError(f"model.lora_target_modules ({origin}): name at least one layer")
+    if model.reference_dtype != "auto":
+        raise ScoreError(
+            f"model.reference_dtype ({origin}): with model.lora_rank the reference is the policy's own weights "
+            "with its adapters off; leave it at auto"
         )
 
 

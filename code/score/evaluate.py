@@ -30,12 +30,13 @@ from score.domains import final_answer, grading_reward
 from score.engines import open_engine, resolve_engine_name
 from score.guards import check_context
 from score.locks import hold_folder
-from score.models import load_model, resolve_model_path
+from score.models import adapter_base, is_model_folder, load_model, resolve_model_path
 from score.progress import progress
 from score.rollout import generate_rollouts
 from score.scaling import plot_scaling, sampled_metrics, scaling_markdown
 
 Z95 = 1.959963984540054
+MODEL_CARD = "README.md"  # a model folder's card (card.py): it describes the model and changes no generation
 
 
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:
@@ -227,7 +228,7 @@ def plot_training(metrics_jsonl: Path, path: Path) -> bool:
 def config_run_model(cfg: Config) -> Path:
     """The final model of the run this config trains (not the newest run: in a sweep that is another job's)."""
     final = resolve_path(cfg.train.output_dir) / cfg.train.run_name / "final"
-    if not (final / "config.json").is_file():
+    if not is_model_folder(final):
         raise ScoreError(
             f"no trained model at {final}; train first (same config), or set eval.model to a model folder "
             "(eval.model=base evaluates the base model)"
@@ -285,9 +286,10 @@ def evaluation_dtype(device: torch.device) -> torch.dtype:
 
 def model_files_sha256(model: Path) -> str:
     """sha256 over the names and bytes of the model folder's files: weights, config, generation config, tokenizer
-    and chat template all change generations. Hidden files (download caches) are left out."""
+    and chat template all change generations. Hidden files (download caches) and the model card are left out."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in model.iterdir() if p.is_file() and not p.name.startswith(".")):
+    described = (p for p in model.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != MODEL_CARD)
+    for path in sorted(described):
         with path.open("rb") as f:
             digest.update(path.name.encode() + b"\0" + hashlib.file_digest(f, "sha256").digest())
     return digest.hexdigest()
@@ -369,7 +371,8 @@ def evaluate(cfg: Config) -> Path:
     model_path, eval_root = choose_model(cfg)
     problems, stem = load_test_problems(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    check_context(tokenizer, AutoConfig.from_pretrained(model_path), problems, cfg, evaluating=True, training=False)
+    model_config = AutoConfig.from_pretrained(adapter_base(model_path) or model_path)  # a LoRA adapter: its base's
+    check_context(tokenizer, model_config, problems, cfg, evaluating=True, training=False)
     greedy = cfg.eval.temperature == 0
     name = cfg.eval.name or f"{stem}_k{cfg.eval.attempts}" + ("" if greedy else f"_t{cfg.eval.temperature:g}")
     out = eval_root / name
@@ -435,6 +438,9 @@ def evaluate(cfg: Config) -> Path:
     if run_metrics.exists():
         plot_training(run_metrics, out / "training.png")
     model.close()
+    from score.card import refresh_card  # here: card.py builds on this module
+
+    refresh_card(model_path)
     print(results_table(compare + [(label, metrics)]))
     if "sampled" in metrics:
         print(scaling_markdown(metrics["sampled"]))

@@ -1,8 +1,10 @@
-"""Model loading and weight dtypes (shared by training, evaluation and benchmarks); FSDP2 sharding of the
-policy, its gradient synchronisation, generation from full parameters and the gathered full state dict."""
+"""Model loading and weight dtypes (shared by training, evaluation and benchmarks); LoRA policies (peft): adapters,
+the adapters-off reference and merged weights; FSDP2 sharding of the policy, its gradient synchronisation,
+generation from full parameters and the gathered full state dict."""
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +21,7 @@ from score.config import ModelConfig, ScoreError, resolve_path
 def resolve_model_path(name: str, base_dir: str) -> Path:
     """A downloaded model under base_dir/<name>, else `name` itself as a local folder."""
     for candidate in (resolve_path(base_dir) / name, resolve_path(name)):
-        if (candidate / "config.json").is_file():
+        if is_model_folder(candidate):
             return candidate
     raise ScoreError(
         f"model '{name}' not found in {resolve_path(base_dir)} or as a folder; "
@@ -28,10 +30,40 @@ def resolve_model_path(name: str, base_dir: str) -> Path:
 
 
 def load_model(path: Path, model: ModelConfig, dtype: torch.dtype) -> torch.nn.Module:
+    """The model in `path`; a LoRA adapter folder (a final/ saved without model.lora_merge_on_save) is loaded onto
+    its base model and merged, so evaluation samples a plain model."""
+    base = adapter_base(path)
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=model.attn_implementation)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            base or path, dtype=dtype, attn_implementation=model.attn_implementation
+        )
     except ImportError as e:  # an attention kernel whose package is not installed (flash_attention_2 on a CPU)
         raise ScoreError(f"model.attn_implementation={model.attn_implementation}: {str(e).splitlines()[0]}") from None
+    if base is None:
+        return loaded
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(loaded, path).merge_and_unload()
+
+
+def is_model_folder(path: Path) -> bool:
+    """A Transformers model folder or a LoRA adapter folder (peft's adapter_config.json)."""
+    return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
+
+
+def adapter_base(path: Path) -> Path | None:
+    """The base model folder of a folder that holds a LoRA adapter only (None for any other folder): the
+    base_model_name_or_path peft wrote into adapter_config.json, which must still be a model folder."""
+    config = path / "adapter_config.json"
+    if (path / "config.json").is_file() or not config.is_file():
+        return None
+    try:
+        base = Path(json.loads(config.read_text())["base_model_name_or_path"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ScoreError(f"{config} is unreadable ({type(e).__name__}: {e}); it should be the one peft wrote") from None
+    if not (base / "config.json").is_file():
+        raise ScoreError(f"the LoRA adapter in {path} was trained on {base}, which holds no model now")
+    return base
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -42,6 +74,72 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
         if isinstance(getattr(module, "attention_dropout", None), float):
             module.attention_dropout = 0.0
+
+
+LORA_PREFIX = "base_model.model."  # peft's names: PeftModel -> LoraModel -> the Transformers model
+
+
+def add_lora(model: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
+    """The model wrapped by peft with LoRA adapters on cfg.lora_target_modules; only the adapters train. B starts
+    at zero, so until the first update the adapted model computes exactly what the base model does."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.lora_target_modules
+    config = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:  # no layer of those names
+        raise ScoreError(f"model.lora_target_modules={targets}: {str(e).splitlines()[0]}") from None
+
+
+def lora_scaling(model: torch.nn.Module) -> float | None:
+    """lora_alpha / r of a LoRA policy (peft's PeftModel); None for a plain model."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        return None
+    config = model.peft_config["default"]
+    return config.lora_alpha / config.r
+
+
+def merge_lora(state: dict[str, Tensor], scaling: float) -> dict[str, Tensor]:
+    """A LoRA policy's state dict (peft's names) as the plain model's: each adapted weight W becomes
+    W + scaling x B @ A (computed in float32, returned in W's dtype), the adapters are dropped and every name is
+    the base model's (what vLLM and Transformers load). Only merged weights are new tensors; `state` is unchanged."""
+    merged = {}
+    for name, tensor in state.items():
+        if ".lora_A." in name or ".lora_B." in name:
+            continue
+        if name.endswith(".base_layer.weight"):
+            stem = name.removesuffix(".base_layer.weight")
+            a, b = state[f"{stem}.lora_A.default.weight"], state[f"{stem}.lora_B.default.weight"]
+            tensor = (tensor.float() + scaling * (b.float() @ a.float())).to(tensor.dtype)
+        merged[name.removeprefix(LORA_PREFIX).replace(".base_layer.", ".")] = tensor
+    return merged
+
+
+class AdaptersOff:
+    """The reference of a LoRA policy: the policy's own forward with its adapters disabled (peft's disable_adapter),
+    so the frozen base weights serve both and no second copy is held. Called under no_grad."""
+
+    def __init__(self, policy: torch.nn.Module):
+        self.policy = policy  # the PeftModel, unwrapped from DDP (FSDP2 shards it in place)
+
+    def __call__(self, **inputs):
+        with self.policy.disable_adapter():
+            return self.policy(**inputs)
+
+
+def generation_module(model: torch.nn.Module) -> torch.nn.Module:
+    """What `generate` runs on: a LoRA policy's Transformers model, which holds the adapters (peft injects them into
+    its layers), so it samples the adapted policy with Transformers' own generate; a plain model itself."""
+    return model.get_base_model() if lora_scaling(model) is not None else model
 
 
 def weight_dtypes(model: ModelConfig, on_gpu: bool) -> tuple[torch.dtype, torch.dtype, str]:
@@ -147,14 +245,14 @@ def generation_model(accelerator: Accelerator, policy: torch.nn.Module):
     master weights under bf16 autocast sample from a bf16 engine copy instead (trainer.start_run, sync_engine).
     """
     if not is_sharded(policy):
-        yield accelerator.unwrap_model(policy)
+        yield generation_module(accelerator.unwrap_model(policy))
         return
     units = [m for m in policy.modules() if is_sharded(m)]
     policy.set_reshard_after_forward(False)
     for unit in units:
         unit.unshard()
     try:
-        yield policy
+        yield generation_module(policy)
     finally:
         for unit in units:
             unit.reshard()

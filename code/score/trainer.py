@@ -27,6 +27,7 @@ from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 
 from score import objectives
+from score.card import write_card
 from score.checkpoints import (
     RunFiles,
     check_resume,
@@ -45,13 +46,18 @@ from score.guards import check_context, check_sampling
 from score.locks import hold_folder
 from score.logs import MetricsLogger, step_record
 from score.models import (
+    AdaptersOff,
+    add_lora,
     check_sharding_settings,
     disable_dropout,
     full_state_dict,
     generation_model,
+    generation_module,
     gradient_sync,
     is_sharded,
     load_model,
+    lora_scaling,
+    merge_lora,
     resolve_model_path,
     shard_policy,
     sharding_requested,
@@ -151,7 +157,7 @@ class Run:
     problems: list[Problem]
     tokenizer: object
     policy: torch.nn.Module
-    reference: torch.nn.Module
+    reference: torch.nn.Module | AdaptersOff
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     schedule: list[int]
@@ -197,20 +203,28 @@ def start_run(cfg: Config) -> Run:
     # nothing else; generation switches to eval mode (and its KV cache) and back.
     disable_dropout(policy)
     policy.train()
-    reference = load_model(model_path, cfg.model, reference_dtype).to(accelerator.device).eval()
-    reference.requires_grad_(False)
+    lora = cfg.model.lora_rank > 0
+    if lora:  # the reference is the policy with its adapters off (AdaptersOff, below)
+        policy = add_lora(policy, cfg.model)
+    else:
+        reference = load_model(model_path, cfg.model, reference_dtype).to(accelerator.device).eval()
+        reference.requires_grad_(False)
     check_context(tokenizer, policy.config, problems + heldout, cfg, evaluating=bool(heldout))
     schedule = stage_schedule(cfg)
     if sharded:
         policy = shard_policy(policy.to(accelerator.device))
-        reference = shard_policy(reference)  # frozen, gathered layer by layer in its forward like the policy
+        if not lora:
+            reference = shard_policy(reference)  # frozen, gathered layer by layer in its forward like the policy
         if accelerator.is_main_process:
             print(f"policy sharded with FSDP2 over {world} processes, and the reference")
     else:
         policy = accelerator.prepare_model(policy)
+    if lora:
+        reference = AdaptersOff(accelerator.unwrap_model(policy))
     # Built after sharding (FSDP2 parameters are DTensors) and not prepared: no loss scaling is ever used
-    # (bf16 autocast or a plain dtype), and checkpoints save the optimizer themselves.
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    # (bf16 autocast or a plain dtype), and checkpoints save the optimizer themselves. LoRA: the adapters only.
+    trained = [param for param in policy.parameters() if param.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=t.lr, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, len(schedule), t.warmup_steps, t.lr_schedule)
     )
@@ -236,12 +250,12 @@ def start_run(cfg: Config) -> Run:
         # An engine with its own weights in the dtype the trainer computes in, synced after every step: vLLM (one per
         # process), or under bf16 autocast HF's bf16 copy of the fp32 master weights (engines.open_engine)
         dtype = torch.bfloat16 if mixed_precision == "bf16" else policy_dtype
-        unwrapped = accelerator.unwrap_model(policy)
+        unwrapped = generation_module(accelerator.unwrap_model(policy))  # LoRA: the copy is synced merged weights
         run.engine = open_engine(cfg.rollout, model_path, seed=t.seed + rank, dtype=dtype, model=unwrapped)
         if checkpoint is not None:
             sync_engine(run)
     run.tis_cap = resolve_tis_cap(cfg.rollout)
-    run.logger = MetricsLogger(files, enabled=accelerator.is_main_process, purge_step=first_logged)
+    run.logger = MetricsLogger(files, cfg, enabled=accelerator.is_main_process, purge_step=first_logged)
     if accelerator.is_main_process:  # it decides for all: stop.agreed shares its request
         run.deadline = run_deadline(started, t.time_limit)
     return run
@@ -259,10 +273,14 @@ def sampler(run: Run):
 
 def sync_engine(run: Run) -> None:
     """The rollout engine takes the policy's current full parameters (gathered first when sharded, one tensor at a
-    time in the compute dtype: bf16 under bf16 autocast, half the fp32 model)."""
+    time in the compute dtype: bf16 under bf16 autocast, half the fp32 model). A LoRA policy gives its merged
+    weights W + scale x B @ A under the base model's names (models.merge_lora): new tensors for the adapted layers,
+    the policy unchanged."""
     began = clock()
     dtype = torch.bfloat16 if run.accelerator.mixed_precision == "bf16" else None
-    run.engine.load_weights(full_state_dict(run.accelerator, run.policy, dtype=dtype))
+    state = full_state_dict(run.accelerator, run.policy, dtype=dtype)
+    scaling = lora_scaling(run.accelerator.unwrap_model(run.policy))
+    run.engine.load_weights(state if scaling is None else merge_lora(state, scaling))
     run.times["sync"] = clock() - began
 
 
@@ -395,7 +413,7 @@ def save_due(run: Run, done: int, stage: int) -> None:
     if done == len(schedule) or schedule[done] != stage:
         round_index = (done - 1) // (t.stage1_steps + t.stage2_steps) + 1
         target = run.files.root / "stage_ends" / f"round{round_index}_stage{stage}"
-        save_model(run.accelerator, run.policy, run.tokenizer, target)
+        save_model(run.accelerator, run.policy, run.tokenizer, target, run.cfg.model.lora_merge_on_save)
 
 
 def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
@@ -498,9 +516,10 @@ def finish(run: Run) -> None:
         run.engine.close()
     if not is_sharded(run.policy):
         check_replicas_agree(accelerator, run.policy)
-    save_model(accelerator, run.policy, run.tokenizer, run.files.root / "final")
+    save_model(accelerator, run.policy, run.tokenizer, run.files.root / "final", run.cfg.model.lora_merge_on_save)
     run.logger.close()
     if accelerator.is_main_process:
+        write_card(run.files.root / "final", run.cfg, run.problems)
         print(f"run saved to {run.files.root} (final model: {run.files.root / 'final'})")
 
 

@@ -105,7 +105,13 @@ def open_engine(
     as autocast over fp32 ones on a GPU (issue 17), and the trainer scores the sampled tokens itself."""
     if resolve_engine_name(rollout.engine) == "vllm":
         from score.engines.vllm import VLLMEngine
+        from score.models import adapter_base
 
+        if adapter_base(model_path) is not None:
+            raise ScoreError(
+                f"{model_path} holds a LoRA adapter only, which the vllm engine does not load: use rollout.engine=hf, "
+                "or train with model.lora_merge_on_save=true for merged weights"
+            )
         return VLLMEngine(model_path, rollout, seed=seed, dtype=dtype)
     from transformers import AutoModelForCausalLM
 

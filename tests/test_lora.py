@@ -1,0 +1,182 @@
+"""LoRA policies (peft): adapters train, the base stays, the reference is the base with adapters off, merged weights
+are exact, checkpoints resume exactly, and final/ holds what evaluation loads."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from safetensors.torch import load_file
+from score import tiny
+from score import trainer as trainer_module
+from score.config import ScoreError, load_config
+from score.evaluate import evaluate
+from score.models import AdaptersOff, add_lora, load_model, lora_scaling, merge_lora, weight_dtypes
+from score.trainer import train
+from test_trainer import RL_BATCH, contains, fresh_accelerate_state, mean, metrics, tiny_config  # noqa: F401
+from transformers import AutoModelForCausalLM
+
+# An untied tiny model with an adapter on its output layer too: a random tiny model's logits are small, and adapters
+# on the decoder layers alone cannot move them far enough for the reward to rise in a few CPU steps.
+LORA = ["model.lora_rank=8", "model.lora_target_modules=[q_proj,v_proj,lm_head]"]
+
+
+@pytest.fixture(scope="module")
+def untied_model_dir(tmp_path_factory) -> Path:
+    return tiny.build_tiny_model(tmp_path_factory.mktemp("untied") / "model", tie_word_embeddings=False)
+
+
+def perturbed_lora(model_dir: Path, *overrides: str) -> torch.nn.Module:
+    """The tiny model with adapters whose B is random (as after training), so the adapters change the outputs."""
+    cfg = load_config(None, [f"model.name={model_dir}", *LORA, *overrides])
+    policy = add_lora(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), cfg.model)
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.05, generator=torch.Generator().manual_seed(len(name)))
+    return policy.eval()
+
+
+def test_merge_lora_by_hand():
+    w, bias = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([0.5, 0.5])
+    a, b = torch.tensor([[1.0, -1.0]]), torch.tensor([[2.0], [0.0]])
+    layer = "base_model.model.model.layers.0.self_attn.q_proj"
+    state = {
+        f"{layer}.base_layer.weight": w,
+        f"{layer}.base_layer.bias": bias,
+        f"{layer}.lora_A.default.weight": a,
+        f"{layer}.lora_B.default.weight": b,
+        "base_model.model.model.norm.weight": torch.ones(2),
+    }
+    merged = merge_lora(state, scaling=0.5)
+    # W + 0.5 x B @ A: B @ A = [[2, -2], [0, 0]]
+    assert merged.keys() == {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.q_proj.bias",
+                             "model.norm.weight"}  # fmt: skip
+    assert torch.equal(merged["model.layers.0.self_attn.q_proj.weight"], torch.tensor([[2.0, 1.0], [3.0, 4.0]]))
+    assert merged["model.layers.0.self_attn.q_proj.bias"] is bias  # untouched tensors are not copied
+    assert torch.equal(state[f"{layer}.base_layer.weight"], torch.tensor([[1.0, 2.0], [3.0, 4.0]]))  # not mutated
+
+
+def test_adapters_off_is_the_base_and_merged_weights_are_the_adapted_model(untied_model_dir):
+    ids = torch.tensor([[5, 9, 14, 3, 7, 22]])
+    base = AutoModelForCausalLM.from_pretrained(untied_model_dir, dtype=torch.float32).eval()
+    policy = perturbed_lora(untied_model_dir)
+    assert lora_scaling(policy) == 32.0 / 8
+    with torch.no_grad():
+        adapted = policy(input_ids=ids).logits
+        assert torch.equal(AdaptersOff(policy)(input_ids=ids).logits, base(input_ids=ids).logits)
+        assert not torch.allclose(adapted, base(input_ids=ids).logits, atol=1e-3)
+        before = {k: v.clone() for k, v in policy.state_dict().items()}
+        base.load_state_dict(merge_lora(policy.state_dict(), lora_scaling(policy)))
+        assert torch.allclose(base(input_ids=ids).logits, adapted, atol=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())
+    # peft's own merge agrees
+    peft_merged = policy.merge_and_unload().state_dict()
+    assert all(torch.allclose(peft_merged[k], v, atol=1e-6) for k, v in base.state_dict().items())
+
+
+def test_lora_settings_are_checked_in_one_line(untied_model_dir):
+    for overrides, message in [
+        (["model.lora_rank=-1"], "model.lora_rank"),
+        (["model.lora_rank=8", "model.lora_alpha=0"], "model.lora_alpha"),
+        (["model.lora_rank=8", "model.lora_dropout=1.0"], "model.lora_dropout"),
+        (["model.lora_rank=8", "model.lora_target_modules=[]"], "model.lora_target_modules"),
+        (["model.lora_rank=8", "model.reference_dtype=bfloat16"], "adapters off"),
+    ]:
+        with pytest.raises(ScoreError, match=message):
+            load_config(None, overrides)
+    cfg = load_config(None, ["model.lora_rank=8", "model.lora_target_modules=[no_such_layer]"])
+    with pytest.raises(ScoreError, match="no_such_layer"):
+        add_lora(AutoModelForCausalLM.from_pretrained(untied_model_dir), cfg.model)
+
+
+def test_lora_training_moves_the_adapters_only_and_raises_reward(tmp_path, untied_model_dir, sample_jsonl, monkeypatch):
+    policies = []
+    finish = trainer_module.finish
+    monkeypatch.setattr(trainer_module, "finish", lambda run: policies.append(run.policy) or finish(run))
+    cfg = tiny_config(tmp_path, untied_model_dir, sample_jsonl, "train.stage1_steps=30", "train.stage2_steps=0",
+                      *RL_BATCH, "train.lr=1e-2", *LORA, "model.lora_merge_on_save=true")  # fmt: skip
+    run = train(cfg, reward_fn=contains("y"))
+    rows = metrics(run)
+    assert rows[0]["kl_t1"] == 0.0 and rows[0]["kl_t2"] == 0.0  # the reference is the policy before any update
+    start, end = mean(r["reward_t2"] for r in rows[:5]), mean(r["reward_t2"] for r in rows[-5:])
+    assert end > start + 0.4, (start, end)
+    (policy,) = policies
+    base = load_file(untied_model_dir / "model.safetensors")
+    state = policy.state_dict()
+    plain = lambda name: name.removeprefix("base_model.model.").replace(".base_layer.", ".")  # noqa: E731
+    frozen = {plain(k): v for k, v in state.items() if "lora_" not in k}
+    assert frozen.keys() == base.keys() and all(torch.equal(frozen[k], base[k]) for k in base)
+    assert any(v.abs().sum() > 0 for k, v in state.items() if "lora_B" in k)  # B starts at 0
+    # the checkpoint holds the adapters and their optimizer state, not the frozen base
+    saved = dcp.FileSystemReader(run / "checkpoints" / "step_30").read_metadata().state_dict_metadata
+    model_keys = [k for k in saved if k.startswith("model.")]
+    assert model_keys and all("lora_" in k for k in model_keys)
+    assert any(k.startswith("optimizer.state.") and "lora_A" in k and k.endswith("exp_avg") for k in saved)
+    # final/: merged weights as a plain model, and the adapter as peft saves it
+    final = run / "final"
+    merged = load_file(final / "model.safetensors")
+    expected = merge_lora(state, lora_scaling(policy))
+    assert merged.keys() == expected.keys() and all(torch.equal(merged[k], expected[k]) for k in merged)
+    assert {p.name for p in (final / "adapter").iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
+    from_adapter = load_model(final / "adapter", cfg.model, torch.float32).state_dict()  # base + adapter, merged
+    assert all(torch.allclose(from_adapter[k], merged[k], atol=1e-6) for k in merged)
+
+
+@pytest.mark.usefixtures("fresh_accelerate_state")
+def test_bf16_autocast_lora_has_zero_kl_at_first_and_samples_the_merged_copy(
+    tmp_path, untied_model_dir, sample_jsonl, monkeypatch
+):
+    # The GPU path, emulated on the CPU: fp32 weights under bf16 autocast. The reference (adapters off) takes the
+    # policy's own numeric path, so the first KL is exactly 0; the HF engine samples a bf16 copy that gets the merged
+    # weights after every step.
+    monkeypatch.setattr(trainer_module, "weight_dtypes", lambda model, on_gpu: weight_dtypes(model, on_gpu=True))
+    opened, policies = [], []
+    open_engine, finish = trainer_module.open_engine, trainer_module.finish
+    monkeypatch.setattr(
+        trainer_module, "open_engine", lambda *a, **k: opened.append(open_engine(*a, **k)) or opened[-1]
+    )
+    monkeypatch.setattr(trainer_module, "finish", lambda run: policies.append(run.policy) or finish(run))
+    cfg = tiny_config(tmp_path, untied_model_dir, sample_jsonl, "rollout.engine=hf", "train.stage1_steps=1",
+                      "train.stage2_steps=1", "train.lr=1e-2", *LORA)  # fmt: skip
+    rows = metrics(train(cfg, reward_fn=contains("y")))
+    assert rows[0]["kl_t1"] == 0.0 and rows[0]["kl_t2"] == 0.0 and rows[1]["kl_t1"] > 0
+    (engine,), (policy,) = opened, policies
+    assert engine.holds_weights and engine.model.dtype == torch.bfloat16
+    merged = merge_lora(policy.state_dict(), lora_scaling(policy))
+    for name, param in engine.model.named_parameters():
+        assert torch.equal(param, merged[name].to(torch.bfloat16)), name
+
+
+def test_lora_resume_ends_with_the_same_adapters(tmp_path, untied_model_dir, sample_jsonl):
+    overrides = ["train.stage1_steps=2", "train.stage2_steps=2", "train.save_every=2", "train.lr=1e-2", *LORA]
+    straight = train(tiny_config(tmp_path / "a", untied_model_dir, sample_jsonl, *overrides), contains("y"))
+    calls = {"n": 0}
+
+    def crash_after_checkpoint(texts, problems):
+        calls["n"] += 1
+        if calls["n"] > 4:  # two scored attempts a step: step 3 dies after the step-2 checkpoint
+            raise KeyboardInterrupt
+        return contains("y")(texts, problems)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path / "b", untied_model_dir, sample_jsonl, *overrides), crash_after_checkpoint)
+    resumed = train(
+        tiny_config(tmp_path / "b", untied_model_dir, sample_jsonl, *overrides, "train.resume=true"), contains("y")
+    )
+    # final/ without lora_merge_on_save: the adapter only, as peft saves it
+    assert not (straight / "final" / "model.safetensors").exists()
+    a = load_file(straight / "final" / "adapter_model.safetensors")
+    b = load_file(resumed / "final" / "adapter_model.safetensors")
+    assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["reward_t2"] for r in metrics(straight)] == [r["reward_t2"] for r in metrics(resumed)]
+
+
+def test_evaluate_loads_a_final_folder_that_holds_only_the_adapter(tmp_path, untied_model_dir, sample_jsonl):
+    cfg = tiny_config(tmp_path, untied_model_dir, sample_jsonl, "train.stage1_steps=1", "train.stage2_steps=0",
+                      "train.lr=1e-2", "train.save_every=0", *LORA, f"eval.source={sample_jsonl}",
+                      "eval.max_new_tokens=4", "eval.max_problems=2", "rollout.engine=hf")  # fmt: skip
+    run = train(cfg, reward_fn=contains("y"))
+    assert not (run / "final" / "config.json").exists()
+    out = evaluate(cfg)
+    assert (out / "metrics.json").is_file() and out.parent == run / "eval"
