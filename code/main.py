@@ -1,8 +1,9 @@
-"""SCoRe command line: download, train, evaluate.
+"""SCoRe command line: download, train, evaluate, push.
 
     python code/main.py --task download            # base model + MATH into base_models/, data/
     python code/main.py --task train               # Stage I then Stage II -> saved_models/<run>/
     python code/main.py --task evaluate            # two-attempt evaluation, paper metrics
+    python code/main.py --task push --set push.repo=owner/name   # final/ and its model card -> the hub
 
 Every setting lives in a YAML config (configs/default.yaml); `--set section.key=value` overrides one.
 
@@ -26,6 +27,7 @@ TASKS = {
     "evaluate": "two-attempt evaluation (eval.*) with the paper's metrics table",
     "experiment": "the paper's comparison over several seeds (experiment.*): base, Self-Refine, STaR, Pair-SFT, "
     "ablations and SCoRe; mean and std table, paired differences",
+    "push": "upload a trained model folder with its model card to the Hugging Face Hub (push.*: push.repo=owner/name)",
 }
 
 
@@ -85,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             from score.evaluate import evaluate
 
             evaluate(cfg)
+        elif args.task == "push":
+            from score.push import push
+
+            push(cfg)
         else:
             from score.experiment import run_experiment
 

@@ -4,6 +4,7 @@ from itertools import count
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from score import baselines, sft
 from score.config import REPO_ROOT, load_config
 from score.data import Problem
@@ -104,6 +105,9 @@ def test_star_keeps_right_second_attempts_and_fine_tunes(tmp_path, tiny_model_di
     assert [r["step"] for r in log if r["stage"] == "sft"] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in rounds] == [0, 3]
     assert (tmp_path / "star" / "tensorboard").is_dir()
+    card = ModelCard.load(final / "README.md")  # final/'s model card names the baseline and its data
+    assert "supervised-fine-tuning" in card.data.tags and "STaR for self-correction" in card.text
+    assert f"on D (attempt 1 wrong, attempt 2 right), starting from `{tiny_model_dir}`" in card.text
     # A finished run is reused.
     monkeypatch.setattr(baselines, "SupervisedRun", None)
     assert baselines.run_star(cfg, tmp_path / "star", tiny_model_dir) == final
@@ -118,6 +122,7 @@ def test_pair_sft_fine_tunes_on_pairs(tmp_path, tiny_model_dir, sample_jsonl, mo
     (sampled,) = [r for r in log if r["stage"] == "sample"]
     assert (sampled["sampled"], sampled["kept"], sampled["reward_t1"]) == (16, 8, 0.5) and "reward_t2" not in sampled
     assert len([r for r in log if r["stage"] == "sft"]) == 6
+    assert "Pair-SFT (Kumar et al., 2024, Section 4)" in ModelCard.load(final / "README.md").text
 
 
 @pytest.mark.parametrize("restart", [True, False])

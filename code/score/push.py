@@ -1,0 +1,51 @@
+"""--task push: upload a trained model folder (final/, with its model card) to the Hugging Face Hub.
+
+huggingface_hub's HfApi creates the repository (push.private; an existing one is kept as it is), the branch
+push.revision if it is missing, and uploads the folder with upload_folder. The token is HF_TOKEN's, else the one
+`hf auth login` saved; HF_ENDPOINT chooses another hub (the tests' local stand-in).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import HfApi, get_token
+
+from score.card import HUB_ID
+from score.config import Config, ScoreError, resolve_path
+from score.evaluate import MODEL_CARD
+
+
+def push_folder(cfg: Config) -> Path:
+    """push.folder, else the final model of the run this config trains."""
+    if cfg.push.folder:
+        return resolve_path(cfg.push.folder)
+    return resolve_path(cfg.train.output_dir) / cfg.train.run_name / "final"
+
+
+def push(cfg: Config) -> str:
+    """Upload the model folder to push.repo; returns the commit's URL."""
+    repo, revision = cfg.push.repo, cfg.push.revision or None
+    if not HUB_ID.fullmatch(repo):
+        raise ScoreError(f"push.repo {repo!r} is not a hub repository name (owner/name)")
+    folder = push_folder(cfg)
+    if not folder.is_dir():
+        raise ScoreError(f"no model folder {folder} to push; train first (same config) or set push.folder")
+    if not (folder / MODEL_CARD).is_file():
+        raise ScoreError(
+            f"{folder} has no model card ({MODEL_CARD}); a run writes one when it saves final/, or write your own"
+        )
+    if get_token() is None:
+        raise ScoreError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+    message = cfg.push.commit_message or f"Upload {folder.parent.name}/{folder.name} trained with SCoRe"
+    api = HfApi()
+    try:
+        api.create_repo(repo, private=cfg.push.private, exist_ok=True)
+        if revision:
+            api.create_branch(repo, branch=revision, exist_ok=True)
+        commit = api.upload_folder(repo_id=repo, folder_path=folder, revision=revision, commit_message=message)
+    except Exception as e:  # the hub's HTTP errors and its HTTP client's (httpx or httpx2, by version) alike
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ScoreError(f"push of {folder} to {repo} failed: {reason}") from None
+    print(f"pushed {folder} to {api.endpoint}/{repo} ({commit.commit_url})")
+    return commit.commit_url
