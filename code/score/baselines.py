@@ -64,7 +64,7 @@ class SupervisedRun:
         self.stop_ids = stop_token_ids(self.model.generation_config, self.tokenizer, cfg.prompts)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.rng = random.Random(cfg.train.seed)
-        self.logger = MetricsLogger(self.files, enabled=True)
+        self.logger = MetricsLogger(self.files, cfg, enabled=True)
         self.step = 0
         self.problems = training_problems(cfg.data)
 

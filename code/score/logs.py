@@ -1,12 +1,17 @@
-"""Training logs: one metrics.jsonl line per step (also to TensorBoard) and sample conversations."""
+"""Training logs: one metrics.jsonl line per step, also sent to the experiment trackers of train.report_to
+(TensorBoard, W&B, trackio, MLflow through accelerate's trackers), and sample conversations."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
+from pathlib import Path
 
 import torch
 
-from score.checkpoints import RunFiles, writing
+from score.checkpoints import RunFiles, flat_settings, writing
+from score.config import Config
 from score.data import Problem
 from score.diagnostics import edit_distance, same_answer
 from score.grader import extract_answer
@@ -14,6 +19,9 @@ from score.rollout import Rollout
 
 SAMPLES_LOGGED = 4  # conversations written to samples.jsonl each time
 TEXT_DIAGNOSTIC_ROWS = 64  # conversations per process whose attempts are compared as texts each step
+PROJECT = "score"  # W&B and trackio project, MLflow experiment (WANDB_PROJECT, MLFLOW_EXPERIMENT_NAME override)
+TRACKER_RUNS = "trackers.json"  # in the run folder: each tracker's run, which a resumed training run continues
+HELDOUT_TABLE = "heldout/evaluations"  # every held-out evaluation of the run, one row each, sent at the end
 
 
 def transition_rates(rewards: torch.Tensor) -> tuple[float, float]:
@@ -74,18 +82,133 @@ def step_record(accelerator, rollout, summed, times, step, stage, scheduler, gra
     return record
 
 
+def tracker_tag(key: str) -> str:
+    """A metrics.jsonl key as the trackers show it: heldout_x -> heldout/x, any other x -> train/x."""
+    return key.replace("heldout_", "heldout/", 1) if key.startswith("heldout_") else f"train/{key}"
+
+
+def tracker_values(record: dict) -> dict[str, float]:
+    """A record's numbers by tag; its text (a skipped step's reason) and empty rates (None) stay in metrics.jsonl."""
+    return {tracker_tag(k): v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}
+
+
+def hyperparameters(cfg: Config) -> dict[str, object]:
+    """The config as section.key -> value, lists as text: TensorBoard's hparams and MLflow's params take scalars."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat_settings(cfg).items()}
+
+
+def heldout_table(metrics: Path) -> tuple[list[str], list[list]]:
+    """The held-out evaluations in metrics.jsonl as (columns, rows): step, then the metrics without their prefix."""
+    records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+    records = [r for r in records if any(key.startswith("heldout_") for key in r)]
+    keys = list(dict.fromkeys(key for r in records for key in r if key.startswith("heldout_")))
+    rows = [[r["step"], *(r.get(key) for key in keys)] for r in records]
+    return ["step", *(key.removeprefix("heldout_") for key in keys)], rows
+
+
+def start_tracker(name: str, files: RunFiles, cfg: Config, purge_step: int | None, continued: str | None):
+    """accelerate's tracker `name`, started: a new tracker run with the config, or the run `continued` (what
+    tracker_run gave) with the config it started with (MLflow refuses to change a param)."""
+    from accelerate import tracking
+
+    run_name, config = cfg.train.run_name, hyperparameters(cfg)
+    if name == "tensorboard":  # one folder; a resumed run drops the events of the steps it runs again
+        tracker = tracking.TensorBoardTracker("tensorboard", files.root, purge_step=purge_step)
+    elif name == "wandb":
+        project, folder = os.environ.get("WANDB_PROJECT", PROJECT), os.environ.get("WANDB_DIR", str(files.root))
+        tracker = tracking.WandBTracker(project, name=run_name, id=continued, resume="allow", dir=folder)
+    elif name == "trackio":  # by name; accelerate's store_init_configuration does not reach trackio's run store
+        resume = "must" if continued else "never"
+        new_config = None if continued else config
+        tracker = tracking.TrackioTracker(PROJECT, name=continued or run_name, resume=resume, config=new_config)
+    else:
+        tracker = tracking.MLflowTracker(experiment_name=PROJECT, run_id=continued, run_name=run_name)
+    tracker.start()
+    if continued is None and name != "trackio":
+        tracker.store_init_configuration(config)
+    return tracker
+
+
+def tracker_run(tracker) -> str:
+    """What names the tracker's run for a resume: W&B's run id, MLflow's run id, trackio's run name, and for
+    TensorBoard its folder (purge_step continues it)."""
+    if tracker.name == "wandb":
+        return tracker.run.id
+    if tracker.name == "mlflow":
+        return tracker.active_run.info.run_id
+    if tracker.name == "trackio":
+        return tracker.run.name
+    return "tensorboard"
+
+
+def log_table(tracker, name: str, columns: list[str], rows: list[list]) -> None:
+    """A table into a tracker: W&B and trackio tables, an MLflow table artifact (<name>.json), TensorBoard text."""
+    if tracker.name == "wandb":
+        tracker.log_table(name, columns=columns, data=rows)
+    elif tracker.name == "trackio":
+        import trackio
+
+        tracker.log({name: trackio.Table(columns=columns, data=rows)})
+    elif tracker.name == "mlflow":
+        import mlflow
+
+        mlflow.log_table({column: [row[i] for row in rows] for i, column in enumerate(columns)}, f"{name}.json")
+    else:
+        lines = [" | ".join(columns), " | ".join(["---"] * len(columns))]
+        tracker.writer.add_text(name, "\n".join([*lines, *(" | ".join(map(str, row)) for row in rows)]))
+
+
+def tracker_warning(name: str, action: str, error: Exception) -> None:
+    """One line: a tracker that fails never fails the run (metrics.jsonl keeps every record)."""
+    reason = (str(error).strip().splitlines() or [""])[0][:300]
+    hint = f"; pip install {name}" if isinstance(error, ImportError) else ""
+    print(
+        f"warning: train.report_to {name}: {action} failed ({type(error).__name__}: {reason}){hint}; "
+        "the run goes on without it",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 class MetricsLogger:
-    """metrics.jsonl, samples.jsonl and TensorBoard, written by the main process only. A resumed run passes the
-    first step it logs again as purge_step: TensorBoard then drops the older events from that step on."""
+    """metrics.jsonl, samples.jsonl and the trackers of train.report_to, written by the main process only. A
+    resumed run passes the first step it logs again as purge_step: TensorBoard then drops the older events from
+    that step on, and every tracker continues the run it started (TRACKER_RUNS). A tracker that fails to start or
+    to take a record is one warning line and is dropped."""
 
-    def __init__(self, files: RunFiles, enabled: bool, purge_step: int | None = None):
+    def __init__(self, files: RunFiles, cfg: Config, enabled: bool, purge_step: int | None = None):
         self.files, self.enabled = files, enabled
-        self.writer = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
+        self.trackers = {}
+        if enabled and cfg.train.report_to:
+            self.start_trackers(cfg, purge_step)
 
-            with writing(files.root):
-                self.writer = SummaryWriter(str(files.root / "tensorboard"), purge_step=purge_step)
+    def start_trackers(self, cfg: Config, purge_step: int | None) -> None:
+        from accelerate import PartialState
+
+        PartialState()  # accelerate's trackers log through its logger, which needs the process state
+        runs_file = self.files.root / TRACKER_RUNS
+        runs = {}
+        if purge_step and runs_file.is_file():
+            try:
+                runs = json.loads(runs_file.read_text())
+            except ValueError:
+                print(f"warning: {runs_file} is unreadable: the trackers start new runs", file=sys.stderr)
+        for name in dict.fromkeys(cfg.train.report_to):
+            try:
+                self.trackers[name] = start_tracker(name, self.files, cfg, purge_step, runs.get(name))
+            except Exception as error:  # a tracker's own error, whatever its package raises
+                tracker_warning(name, "start", error)
+        runs.update({name: tracker_run(tracker) for name, tracker in self.trackers.items()})
+        with writing(self.files.root):
+            runs_file.write_text(json.dumps(runs))
+
+    def each_tracker(self, action: str, call) -> None:
+        for name, tracker in list(self.trackers.items()):
+            try:
+                call(tracker)
+            except Exception as error:
+                tracker_warning(name, action, error)
+                del self.trackers[name]
 
     def log(self, record: dict) -> None:
         if not self.enabled:
@@ -93,11 +216,8 @@ class MetricsLogger:
         with writing(self.files.root):
             with self.files.metrics.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    tag = key.replace("heldout_", "heldout/", 1) if key.startswith("heldout_") else f"train/{key}"
-                    self.writer.add_scalar(tag, value, record["step"])
-            self.writer.flush()
+        values = tracker_values(record)
+        self.each_tracker("log", lambda tracker: tracker.log(values, step=record["step"]))
 
     def samples(self, step: int, stage: int, batch: list[Problem], rollout: Rollout) -> None:
         if not self.enabled:
@@ -117,5 +237,11 @@ class MetricsLogger:
                 f.write(json.dumps(entry) + "\n")
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        """The held-out table (when the run holds problems out) to every tracker, then each tracker's end."""
+        if not self.trackers:
+            return
+        columns, rows = heldout_table(self.files.metrics)
+        if rows:
+            self.each_tracker("table", lambda tracker: log_table(tracker, HELDOUT_TABLE, columns, rows))
+        self.each_tracker("finish", lambda tracker: tracker.finish())
+        self.trackers = {}
