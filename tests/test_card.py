@@ -8,7 +8,7 @@ import torch
 from huggingface_hub import ModelCard, metadata_load
 from score import evaluate as ev
 from score.card import EVALUATIONS_END, EVALUATIONS_START, refresh_card, write_card
-from score.config import REPO_ROOT, load_config
+from score.config import REPO_ROOT, ScoreError, load_config
 from score.data import Problem, training_problems
 from score.trainer import train
 from transformers import AutoModelForCausalLM
@@ -156,3 +156,24 @@ def test_refresh_leaves_other_cards_alone_and_names_a_broken_header(tmp_path, ca
     assert (final / "README.md").read_text() == broken
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith(f"card: {final / 'README.md'} not refreshed, its header does not parse (")
+
+
+def test_a_card_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    final = tmp_path / "run" / "final"
+    (final / "README.md").mkdir(parents=True)  # a folder where the card belongs
+    with pytest.raises(ScoreError, match=r"^cannot write the model card .*final/README.md: Is a directory$"):
+        write_card(final, load_config(None, [f"model.name={tmp_path / 'base'}"]), [problem("math")])
+    (final / "README.md").rmdir()
+    write_card(final, load_config(None, [f"model.name={tmp_path / 'base'}"]), [problem("math")])
+    before = (final / "README.md").read_text()
+
+    def disk_full(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ModelCard, "save", disk_full)
+    refresh_card(final)  # after an evaluation: named, and the evaluation still succeeds
+    assert (
+        capsys.readouterr().out
+        == f"card: {final / 'README.md'} not refreshed, it cannot be written (No space left on device)\n"
+    )
+    assert (final / "README.md").read_text() == before

@@ -229,13 +229,17 @@ def write_card(
         "",
     ]
     path = final / MODEL_CARD
-    ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)).save(path)
+    try:
+        ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)).save(path)
+    except OSError as e:
+        raise ScoreError(f"cannot write the model card {path}: {e.strerror or e}") from None
     return path
 
 
 def refresh_card(final: Path) -> None:
     """Rewrite the evaluation part of the card write_card made in `final` (no card, or one without its markers,
-    is left alone); a card whose header no longer parses is named in one line and kept as it is."""
+    is left alone). A card whose header no longer parses, or that cannot be written, is named in one line and kept
+    as it is: the evaluation itself is done."""
     path = final / MODEL_CARD
     text = path.read_text() if path.is_file() else ""
     if EVALUATIONS_START not in text or EVALUATIONS_END not in text:
@@ -249,4 +253,7 @@ def refresh_card(final: Path) -> None:
     before, _, rest = card.text.partition(EVALUATIONS_START)
     card.text = before + section + rest.partition(EVALUATIONS_END)[2]
     card.data.eval_results, card.data.model_name = results, final.parent.name if results else None
-    card.save(path)
+    try:
+        card.save(path)
+    except OSError as e:
+        print(f"card: {path} not refreshed, it cannot be written ({e.strerror or e})")
