@@ -13,7 +13,18 @@ from score.config import ScoreError, load_config
 from score.evaluate import evaluate
 from score.models import AdaptersOff, add_lora, load_model, lora_scaling, merge_lora, weight_dtypes
 from score.trainer import train
-from test_trainer import RL_BATCH, contains, fresh_accelerate_state, mean, metrics, tiny_config  # noqa: F401
+from test_trainer import (  # noqa: F401 (fresh_accelerate_state: a fixture)
+    DDP,
+    FSDP,
+    RL_BATCH,
+    contains,
+    fresh_accelerate_state,
+    mean,
+    metrics,
+    run_cli,
+    tiny_cli_overrides,
+    tiny_config,
+)
 from transformers import AutoModelForCausalLM
 
 # An untied tiny model with an adapter on its output layer too: a random tiny model's logits are small, and adapters
@@ -180,3 +191,33 @@ def test_evaluate_loads_a_final_folder_that_holds_only_the_adapter(tmp_path, unt
     assert not (run / "final" / "config.json").exists()
     out = evaluate(cfg)
     assert (out / "metrics.json").is_file() and out.parent == run / "eval"
+
+
+def test_lora_under_fsdp2_on_two_processes_matches_ddp_and_resumes_exactly(tmp_path):
+    # configs/accelerate/fsdp.yaml on 2 gloo processes: FSDP2 shards the Transformers model inside peft's wrapper
+    # (adapters and frozen base), the reference is the same sharded model with adapters off.
+    lora = ["model.lora_rank=4", "model.lora_merge_on_save=true", "train.micro_batch_size=2"]
+    overrides = tiny_cli_overrides(tmp_path) + [x for option in lora for x in ("--set", option)]
+    assert run_cli("--task", "download", *overrides, cwd=tmp_path).returncode == 0
+    sharded = run_cli("--task", "train", *overrides, "--set", "train.run_name=fsdp", cwd=tmp_path, launcher=FSDP)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert "policy sharded with FSDP2 over 2 processes" in sharded.stdout
+    first = metrics(tmp_path / "runs" / "fsdp")[0]
+    assert first["kl_t1"] == 0.0 and first["kl_t2"] == 0.0
+    replicated = run_cli("--task", "train", *overrides, "--set", "train.run_name=ddp", cwd=tmp_path, launcher=DDP)
+    assert replicated.returncode == 0, replicated.stderr[-3000:]
+    adapter = lambda run: load_file(tmp_path / "runs" / run / "final" / "adapter" / "adapter_model.safetensors")  # noqa: E731
+    a, b = adapter("fsdp"), adapter("ddp")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert any(v.abs().sum() > 0 for k, v in a.items() if "lora_B" in k)
+    merged = load_file(tmp_path / "runs" / "fsdp" / "final" / "model.safetensors")
+    base = load_file(tmp_path / "base_models" / "tiny-qwen2" / "model.safetensors")
+    assert merged.keys() == base.keys() and any(not torch.equal(merged[k], base[k]) for k in base)
+
+    # exact resume of sharded adapters and their optimizer state: Stage I alone, then resumed with Stage II added
+    stage1 = run_cli(*overrides, "--task", "train", "--set", "train.stage2_steps=0", cwd=tmp_path, launcher=FSDP)
+    assert stage1.returncode == 0, stage1.stderr[-3000:]
+    resumed = run_cli(*overrides, "--task", "train", "--set", "train.resume=true", cwd=tmp_path, launcher=FSDP)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    c = adapter("tiny")
+    assert all(torch.equal(a[k], c[k]) for k in a)

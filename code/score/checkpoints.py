@@ -296,7 +296,7 @@ def save_model(accelerator: Accelerator, policy, tokenizer, target: Path, merged
     A LoRA policy saves its adapter as peft does (adapter_config.json, adapter_model.safetensors), loadable onto the
     base model; with `merged` the folder holds the merged weights as a plain model and the adapter goes to
     <target>/adapter/ (beside merged weights it would be applied twice by Transformers' loader)."""
-    from score.models import full_state_dict, generation_module, lora_scaling, merge_lora
+    from score.models import full_state_dict, transformers_model, lora_scaling, merge_lora
 
     state = full_state_dict(accelerator, policy, main_only=True)
     if accelerator.is_main_process:
@@ -305,7 +305,7 @@ def save_model(accelerator: Accelerator, policy, tokenizer, target: Path, merged
 
         def write(tmp: Path) -> None:
             if scaling is not None and merged:
-                generation_module(model).save_pretrained(tmp, state_dict=merge_lora(state, scaling))
+                transformers_model(model).save_pretrained(tmp, state_dict=merge_lora(state, scaling))
                 model.save_pretrained(tmp / "adapter", state_dict=state)
             else:
                 model.save_pretrained(tmp, state_dict=state, safe_serialization=True)

@@ -79,9 +79,10 @@ def disable_dropout(model: torch.nn.Module) -> None:
 LORA_PREFIX = "base_model.model."  # peft's names: PeftModel -> LoraModel -> the Transformers model
 
 
-def add_lora(model: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
+def add_lora(model: torch.nn.Module, cfg: ModelConfig, seed: int = 0) -> torch.nn.Module:
     """The model wrapped by peft with LoRA adapters on cfg.lora_target_modules; only the adapters train. B starts
-    at zero, so until the first update the adapted model computes exactly what the base model does."""
+    at zero, so until the first update the adapted model computes exactly what the base model does. A's random
+    start is drawn from `seed` alone, the same on every process (FSDP2 keeps each process's shard of it as it is)."""
     from peft import LoraConfig, get_peft_model
 
     targets = cfg.lora_target_modules
@@ -93,7 +94,9 @@ def add_lora(model: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, config)
+        with torch.random.fork_rng(devices=[]):  # the caller's random streams go on untouched
+            torch.manual_seed(seed)
+            return get_peft_model(model, config)
     except ValueError as e:  # no layer of those names
         raise ScoreError(f"model.lora_target_modules={targets}: {str(e).splitlines()[0]}") from None
 
@@ -136,9 +139,10 @@ class AdaptersOff:
             return self.policy(**inputs)
 
 
-def generation_module(model: torch.nn.Module) -> torch.nn.Module:
-    """What `generate` runs on: a LoRA policy's Transformers model, which holds the adapters (peft injects them into
-    its layers), so it samples the adapted policy with Transformers' own generate; a plain model itself."""
+def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A LoRA policy's Transformers model, which holds the adapters (peft injects them into its layers); a plain
+    model itself. Generation runs on it (Transformers' own generate samples the adapted policy), and FSDP2 shards it:
+    every forward, the policy's, the reference's (adapters off) and generate's, passes through it as the root."""
     return model.get_base_model() if lora_scaling(model) is not None else model
 
 
@@ -192,7 +196,8 @@ def check_sharding_settings(micro_batch_tokens: int = 0) -> None:
 
 
 def shard_policy(policy: torch.nn.Module) -> torch.nn.Module:
-    """FSDP2 (torch's fully_shard) over all processes: every decoder layer is its own unit, then the root.
+    """FSDP2 (torch's fully_shard) over all processes: every decoder layer is its own unit, then the root (a LoRA
+    policy's Transformers model, inside peft's wrapper: see transformers_model).
 
     Parameters become DTensors sharded on dim 0; the optimizer must be built after this. Parameters are
     gathered in their own dtype (fp32 master weights) and bf16 compute comes from accelerate's autocast, as with
@@ -201,18 +206,19 @@ def shard_policy(policy: torch.nn.Module) -> torch.nn.Module:
     """
     from torch.distributed.fsdp import fully_shard
 
-    layer_types = tuple(getattr(policy, "_no_split_modules", None) or ())
-    for module in policy.modules():
+    root = transformers_model(policy)
+    layer_types = tuple(getattr(root, "_no_split_modules", None) or ())
+    for module in root.modules():
         if type(module).__name__ in layer_types:
             fully_shard(module)
-    fully_shard(policy)
+    fully_shard(root)
     return policy
 
 
 def is_sharded(policy: torch.nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
-    return isinstance(policy, FSDPModule)
+    return isinstance(transformers_model(policy), FSDPModule)
 
 
 @contextmanager
@@ -225,7 +231,7 @@ def gradient_sync(accelerator: Accelerator, policy: torch.nn.Module, sync: bool)
     average over processes, so the loss normalizer is the same for both.
     """
     if is_sharded(policy):
-        policy.set_requires_gradient_sync(True)
+        transformers_model(policy).set_requires_gradient_sync(True)
         yield
     elif sync:
         yield
@@ -245,18 +251,19 @@ def generation_model(accelerator: Accelerator, policy: torch.nn.Module):
     master weights under bf16 autocast sample from a bf16 engine copy instead (trainer.start_run, sync_engine).
     """
     if not is_sharded(policy):
-        yield generation_module(accelerator.unwrap_model(policy))
+        yield transformers_model(accelerator.unwrap_model(policy))
         return
-    units = [m for m in policy.modules() if is_sharded(m)]
-    policy.set_reshard_after_forward(False)
+    root = transformers_model(policy)
+    units = [m for m in root.modules() if is_sharded(m)]
+    root.set_reshard_after_forward(False)
     for unit in units:
         unit.unshard()
     try:
-        yield generation_module(policy)
+        yield root
     finally:
         for unit in units:
             unit.reshard()
-        policy.set_reshard_after_forward(True)
+        root.set_reshard_after_forward(True)
 
 
 def full_state_dict(

@@ -52,7 +52,7 @@ from score.models import (
     disable_dropout,
     full_state_dict,
     generation_model,
-    generation_module,
+    transformers_model,
     gradient_sync,
     is_sharded,
     load_model,
@@ -205,7 +205,7 @@ def start_run(cfg: Config) -> Run:
     policy.train()
     lora = cfg.model.lora_rank > 0
     if lora:  # the reference is the policy with its adapters off (AdaptersOff, below)
-        policy = add_lora(policy, cfg.model)
+        policy = add_lora(policy, cfg.model, seed=t.seed)
     else:
         reference = load_model(model_path, cfg.model, reference_dtype).to(accelerator.device).eval()
         reference.requires_grad_(False)
@@ -250,7 +250,7 @@ def start_run(cfg: Config) -> Run:
         # An engine with its own weights in the dtype the trainer computes in, synced after every step: vLLM (one per
         # process), or under bf16 autocast HF's bf16 copy of the fp32 master weights (engines.open_engine)
         dtype = torch.bfloat16 if mixed_precision == "bf16" else policy_dtype
-        unwrapped = generation_module(accelerator.unwrap_model(policy))  # LoRA: the copy is synced merged weights
+        unwrapped = transformers_model(accelerator.unwrap_model(policy))  # LoRA: the copy is synced merged weights
         run.engine = open_engine(cfg.rollout, model_path, seed=t.seed + rank, dtype=dtype, model=unwrapped)
         if checkpoint is not None:
             sync_engine(run)
