@@ -296,7 +296,7 @@ def save_model(accelerator: Accelerator, policy, tokenizer, target: Path, merged
     A LoRA policy saves its adapter as peft does (adapter_config.json, adapter_model.safetensors), loadable onto the
     base model; with `merged` the folder holds the merged weights as a plain model and the adapter goes to
     <target>/adapter/ (beside merged weights it would be applied twice by Transformers' loader)."""
-    from score.models import full_state_dict, transformers_model, lora_scaling, merge_lora
+    from score.models import full_state_dict, lora_scaling, merge_lora, transformers_model
 
     state = full_state_dict(accelerator, policy, main_only=True)
     if accelerator.is_main_process:

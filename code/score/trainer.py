@@ -52,7 +52,6 @@ from score.models import (
     disable_dropout,
     full_state_dict,
     generation_model,
-    transformers_model,
     gradient_sync,
     is_sharded,
     load_model,
@@ -61,6 +60,7 @@ from score.models import (
     resolve_model_path,
     shard_policy,
     sharding_requested,
+    transformers_model,
     weight_dtypes,
 )
 from score.monitor import evaluate_heldout, split_heldout
