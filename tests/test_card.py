@@ -177,3 +177,11 @@ def test_a_card_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch
         == f"card: {final / 'README.md'} not refreshed, it cannot be written (No space left on device)\n"
     )
     assert (final / "README.md").read_text() == before
+
+
+def test_a_damaged_adapter_config_is_named(tmp_path):
+    final = tmp_path / "run" / "final"
+    final.mkdir(parents=True)
+    (final / "adapter_config.json").write_text("[1, 2]")
+    with pytest.raises(ScoreError, match=r"^.*final/adapter_config.json is damaged \(not a JSON object\)$"):
+        write_card(final, load_config(None, [f"model.name={tmp_path / 'base'}"]), [problem("math")])

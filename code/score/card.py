@@ -87,7 +87,8 @@ def rl_method(cfg: Config) -> str:
 
 
 def held_weights(final: Path) -> tuple[bool, Path | None]:
-    """(whether the folder holds full weights, the peft config of its LoRA adapter, in it or in adapter/, or None)."""
+    """(whether the folder holds full weights, the adapter_config.json of its LoRA adapter, in it or in adapter/,
+    or None)."""
     full = (final / "config.json").is_file() and any(
         p.name != "adapter_model.safetensors" for p in final.glob("*.safetensors")
     )
@@ -100,7 +101,9 @@ def weights_text(final: Path, full: bool, adapter: Path | None) -> str:
     try:
         lora = json.loads(adapter.read_text())
     except json.JSONDecodeError:
-        raise ScoreError(f"{adapter} is damaged (not JSON)") from None
+        lora = None
+    if not isinstance(lora, dict):
+        raise ScoreError(f"{adapter} is damaged (not a JSON object)")
     modules = lora.get("target_modules")
     modules = ", ".join(sorted(modules)) if isinstance(modules, list) else modules
     text = (
@@ -123,6 +126,7 @@ def own_evaluations(final: Path) -> list[tuple[str, dict, dict]]:
             continue
         if (
             isinstance(settings, dict)
+            and isinstance(metrics, dict)
             and Path(str(settings.get("model"))).resolve() == final.resolve()
             and settings.get("model_files_sha256") == files_sha256
         ):
