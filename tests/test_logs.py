@@ -242,6 +242,19 @@ def test_a_tracker_that_fails_to_log_is_dropped_with_one_warning(tmp_path, monke
     ]
 
 
+def test_a_missing_package_is_one_warning_naming_it(tmp_path, monkeypatch, capfd):
+    monkeypatch.setitem(sys.modules, "trackio", None)  # import trackio raises ImportError
+    files = RunFiles(tmp_path / "run")
+    files.root.mkdir()
+    logger = MetricsLogger(files, load_config(None, ["train.report_to=[trackio]"]), enabled=True)
+    logger.log({"step": 1, "loss": 0.5})
+    logger.close()
+    (warning,) = [line for line in capfd.readouterr().err.splitlines() if "report_to" in line]
+    assert warning.startswith("warning: train.report_to trackio: start failed (ModuleNotFoundError: ")
+    assert warning.endswith("; pip install trackio; the run goes on without it")
+    assert logger.trackers == {} and len(metrics(files.root)) == 1
+
+
 def test_only_the_main_process_starts_trackers(tmp_path):
     cfg = load_config(None, [ALL])
     files = RunFiles(tmp_path / "run")

@@ -162,6 +162,8 @@ def tracker_warning(name: str, action: str, error: Exception) -> None:
     """One line: a tracker that fails never fails the run (metrics.jsonl keeps every record)."""
     reason = (str(error).strip().splitlines() or [""])[0][:300]
     hint = f"; pip install {name}" if isinstance(error, ImportError) else ""
+    if name == "mlflow" and not hint and "MLFLOW_TRACKING_URI" not in os.environ:
+        hint = "; set MLFLOW_TRACKING_URI"  # MLflow 3's default store (sqlite) needs the full mlflow package
     print(
         f"warning: train.report_to {name}: {action} failed ({type(error).__name__}: {reason}){hint}; "
         "the run goes on without it",
