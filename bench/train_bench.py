@@ -4,6 +4,7 @@
     .venv/bin/python bench/train_bench.py --model qwen2.5-1.5b --batch-size 8 --max-new-tokens 1024   # on a GPU
     .venv/bin/python bench/train_bench.py --model qwen2.5-1.5b --layers 2 --batch-size 2 --max-new-tokens 16  # CPU
     .venv/bin/python bench/train_bench.py --estimate 7b --gpus 8      # memory per process, nothing run
+    .venv/bin/python bench/train_bench.py --estimate 7b --gpus 1 --lora-rank 16   # and LoRA's next to it
 
 tiny: the tiny model with configs/tiny.yaml. qwen2.5-1.5b: a random model of Qwen2.5-1.5B's shape with the paper's
 settings (configs/default.yaml): on a GPU fp32 master weights under bf16 autocast and a bf16 reference, as the trainer
@@ -346,7 +347,18 @@ def parameter_counts(shape: dict) -> tuple[int, int]:
     return embeddings + shape["num_hidden_layers"] * layer + h, layer
 
 
-def estimate_memory(shape: dict, gpus: int, tokens: int, on_gpu: bool, reference_bytes: int, chunk: int = 1024) -> dict:
+def lora_parameters(shape: dict, rank: int) -> int:
+    """Adapter parameters of rank `rank` on every linear layer of the decoder layers (q, k, v, o, gate, up, down:
+    model.lora_target_modules' default): rank x (inputs + outputs) each."""
+    h, i = shape["hidden_size"], shape["intermediate_size"]
+    kv = h // shape["num_attention_heads"] * shape["num_key_value_heads"]
+    layer = rank * (2 * (h + h) + 2 * (h + kv) + 3 * (h + i))  # q and o, k and v, gate, up and down
+    return shape["num_hidden_layers"] * layer
+
+
+def estimate_memory(
+    shape: dict, gpus: int, tokens: int, on_gpu: bool, reference_bytes: int, chunk: int = 1024, lora_rank: int = 0
+) -> dict:
     """Bytes per process of a SCoRe update: fp32 master weights, gradients and AdamW's two fp32 states, sharded
     over `gpus` processes by FSDP2 when there are several (plus the two decoder layers it holds gathered at a time),
     the reference (`reference_bytes` per parameter, sharded the same way), the HF engine's bf16 copy of the
@@ -355,18 +367,24 @@ def estimate_memory(shape: dict, gpus: int, tokens: int, on_gpu: bool, reference
     token (norm inputs and outputs, q, k, v, attention output, gate, up, their product) in the compute dtype, the
     logits and their gradient, and its float32 [chunk, vocab] blocks (one; two when the logits are bf16 and a chunk
     is upcast first). Tied embeddings get a second gradient of the embedding's size (the input embedding's, added
-    to the output layer's). total: gradients fill as activations are freed, so the larger of the two counts."""
+    to the output layer's). total: gradients fill as activations are freed, so the larger of the two counts.
+
+    lora_rank > 0: the frozen base keeps its fp32 weights (model.dtype auto), the fp32 adapters (lora_parameters)
+    are all that get gradients and AdamW states, and the reference is the same weights with the adapters off (none
+    of its own); the engine copy and the activations stay (the adapters' own rank-sized activations are left out)."""
     params, layer = parameter_counts(shape)
     compute = 2 if on_gpu else 4  # bytes of an activation: bf16 under autocast on a GPU, fp32 on a CPU
     gathered = 2 * layer if gpus > 1 else 0
     tied = shape["vocab_size"] * shape["hidden_size"] if shape["tie_word_embeddings"] else 0
     h, i, v = shape["hidden_size"], shape["intermediate_size"], shape["vocab_size"]
     per_token = shape["num_hidden_layers"] * compute * (12 * h + 4 * i) + 2 * compute * v
+    adapters = lora_parameters(shape, lora_rank)
+    trained = adapters if lora_rank else params + tied
     parts = {
-        "weights": 4 * (params / gpus + gathered),
-        "gradients": 4 * (params + tied) / gpus,
-        "optimizer": 8 * params / gpus,
-        "reference": reference_bytes * (params / gpus + gathered),
+        "weights": 4 * (params / gpus + gathered) + 4 * adapters / gpus,
+        "gradients": 4 * trained / gpus,
+        "optimizer": 8 * (adapters if lora_rank else params) / gpus,
+        "reference": 0 if lora_rank else reference_bytes * (params / gpus + gathered),
         "engine": 2 * params if on_gpu else 0,
         "activations": tokens * per_token + (1 if compute == 4 else 2) * 4 * min(chunk, tokens) * v,
     }
@@ -374,15 +392,23 @@ def estimate_memory(shape: dict, gpus: int, tokens: int, on_gpu: bool, reference
     return {**parts, "total": others + max(parts["gradients"], parts["activations"])}
 
 
-def print_estimate(name: str, gpus: int, tokens: int, reference_bytes: int) -> None:
+def print_estimate(name: str, gpus: int, tokens: int, reference_bytes: int, lora_rank: int = 0) -> None:
     shape = {"1.5b": QWEN25_15B, "7b": QWEN25_7B}[name]
     parts = estimate_memory(shape, gpus, tokens, on_gpu=True, reference_bytes=reference_bytes)
     params, _ = parameter_counts(shape)
     print(f"Qwen2.5-{name} shape ({params / 1e9:.2f}B parameters) on {gpus} GPU(s), fp32 masters under bf16 autocast, "
           f"{'FSDP2' if gpus > 1 else 'unsharded'}, micro-batch of {tokens} tokens, reference {reference_bytes} bytes "
           "per parameter; GiB per process:")  # fmt: skip
+    if not lora_rank:
+        for key, value in parts.items():
+            print(f"  {key:12s} {value / 2**30:8.2f}")
+        return
+    lora = estimate_memory(shape, gpus, tokens, on_gpu=True, reference_bytes=reference_bytes, lora_rank=lora_rank)
+    print(f"  LoRA: rank {lora_rank} on q, k, v, o, gate, up, down ({lora_parameters(shape, lora_rank) / 1e6:.1f}M "
+          "adapter parameters), reference = adapters off")  # fmt: skip
+    print(f"  {'':12s} {'full':>8s} {'LoRA':>8s}")
     for key, value in parts.items():
-        print(f"  {key:12s} {value / 2**30:8.2f}")
+        print(f"  {key:12s} {value / 2**30:8.2f} {lora[key] / 2**30:8.2f}")
 
 
 def main() -> None:
@@ -403,9 +429,10 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=8, help="--estimate: processes (FSDP2 when more than 1)")
     parser.add_argument("--tokens", type=int, default=4096, help="--estimate: tokens per micro-batch")
     parser.add_argument("--reference-bytes", type=int, choices=[2, 4], default=4, help="--estimate: bf16 or fp32")
+    parser.add_argument("--lora-rank", type=int, default=0, help="--estimate: also a LoRA policy of this rank")
     args = parser.parse_args()
     if args.estimate:
-        print_estimate(args.estimate, args.gpus, args.tokens, args.reference_bytes)
+        print_estimate(args.estimate, args.gpus, args.tokens, args.reference_bytes, args.lora_rank)
         return
     if args.layers is not None and (args.model == "tiny" or args.layers < 1):
         parser.error("--layers takes a positive count and applies to --model qwen2.5-1.5b only")

@@ -42,6 +42,34 @@ def test_memory_estimate_counts_the_parameters_of_the_real_shapes():
     assert sharded["optimizer"] * 8 == alone["optimizer"] and sharded["engine"] == alone["engine"]
 
 
+def test_lora_memory_estimate_by_hand():
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import train_bench
+
+    # Qwen2.5-7B, rank 16 on q, k, v, o (3584 -> 3584, 512, 512, 3584), gate, up (3584 -> 18944), down (18944 -> 3584)
+    per_layer = 16 * ((3584 + 3584) + 2 * (3584 + 512) + (3584 + 3584) + 2 * (3584 + 18944) + (18944 + 3584))
+    assert per_layer == 1_441_792 and train_bench.lora_parameters(train_bench.QWEN25_7B, 16) == 28 * per_layer
+    with torch.device("meta"):  # peft's own count on the real shape
+        model = Qwen2ForCausalLM(Qwen2Config(**train_bench.QWEN25_7B))
+        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        trainable, _ = get_peft_model(model, LoraConfig(r=16, target_modules=targets)).get_nb_trainable_parameters()
+    assert trainable == 28 * per_layer
+    params, _ = train_bench.parameter_counts(train_bench.QWEN25_7B)
+    full = train_bench.estimate_memory(train_bench.QWEN25_7B, 1, 4096, on_gpu=True, reference_bytes=4)
+    lora = train_bench.estimate_memory(train_bench.QWEN25_7B, 1, 4096, on_gpu=True, reference_bytes=4, lora_rank=16)
+    adapters = 28 * per_layer
+    assert lora["weights"] == 4 * params + 4 * adapters  # fp32 frozen base and fp32 adapters
+    assert lora["gradients"] == 4 * adapters and lora["optimizer"] == 8 * adapters  # AdamW's two states
+    assert lora["reference"] == 0  # the base with its adapters off
+    assert lora["engine"] == full["engine"] == 2 * params and lora["activations"] == full["activations"]
+    assert lora["total"] == 4 * params + 12 * adapters + 2 * params + full["activations"]
+    assert lora["total"] < 80e9 < full["total"]  # one 80 GB GPU holds the LoRA update, not the full one
+
+
 # One training update (reference log-probs, policy forward and backward, AdamW) of a small random Qwen2, measured in a
 # fresh process: the peak resident memory after the first step (AdamW's states exist) over the memory before the
 # models. glibc serves allocations >= 64 KiB by mmap (MALLOC_MMAP_THRESHOLD_ fixes the threshold) and returns them
