@@ -255,6 +255,18 @@ def test_a_missing_package_is_one_warning_naming_it(tmp_path, monkeypatch, capfd
     assert logger.trackers == {} and len(metrics(files.root)) == 1
 
 
+@pytest.mark.parametrize("damaged", ['{"wandb": ', '["wandb"]', '{"wandb": 7}', "\udcff"])
+def test_a_damaged_tracker_runs_file_is_one_warning_and_new_runs(tmp_path, capfd, damaged):
+    files = RunFiles(tmp_path / "run")
+    files.root.mkdir()
+    (files.root / TRACKER_RUNS).write_bytes(damaged.encode(errors="surrogateescape"))
+    logger = MetricsLogger(files, load_config(None, ["train.report_to=[tensorboard]"]), enabled=True, purge_step=3)
+    logger.close()
+    err = capfd.readouterr().err.splitlines()
+    assert err == [f"warning: {files.root / TRACKER_RUNS} is unreadable: the trackers start new runs"]
+    assert json.loads((files.root / TRACKER_RUNS).read_text()) == {"tensorboard": "tensorboard"}
+
+
 def test_only_the_main_process_starts_trackers(tmp_path):
     cfg = load_config(None, [ALL])
     files = RunFiles(tmp_path / "run")

@@ -172,6 +172,18 @@ def tracker_warning(name: str, action: str, error: Exception) -> None:
     )
 
 
+def tracker_runs(path: Path) -> dict[str, str]:
+    """The tracker runs a resumed run continues (TRACKER_RUNS); an unreadable file is one warning line: new runs."""
+    try:
+        runs = json.loads(path.read_text())
+        if isinstance(runs, dict) and all(isinstance(run, str) for run in runs.values()):
+            return runs
+    except (OSError, ValueError):  # a decoding error is a ValueError too
+        pass
+    print(f"warning: {path} is unreadable: the trackers start new runs", file=sys.stderr, flush=True)
+    return {}
+
+
 class MetricsLogger:
     """metrics.jsonl, samples.jsonl and the trackers of train.report_to, written by the main process only. A
     resumed run passes the first step it logs again as purge_step: TensorBoard then drops the older events from
@@ -189,12 +201,7 @@ class MetricsLogger:
 
         PartialState()  # accelerate's trackers log through its logger, which needs the process state
         runs_file = self.files.root / TRACKER_RUNS
-        runs = {}
-        if purge_step and runs_file.is_file():
-            try:
-                runs = json.loads(runs_file.read_text())
-            except ValueError:
-                print(f"warning: {runs_file} is unreadable: the trackers start new runs", file=sys.stderr)
+        runs = tracker_runs(runs_file) if purge_step and runs_file.is_file() else {}
         for name in dict.fromkeys(cfg.train.report_to):
             try:
                 self.trackers[name] = start_tracker(name, self.files, cfg, purge_step, runs.get(name))
