@@ -48,8 +48,10 @@ def expected_scalars(run) -> dict[tuple[str, int], float]:
 def wandb_records(run) -> list[list[dict]]:
     """The records of each offline W&B run file in the run folder (oldest first), read by W&B's own reader."""
     files = sorted((run / "wandb").glob("offline-run-*/run-*.wandb"))
-    command = [sys.executable, "-m", "wandb", "leet", "inspect"]
-    outputs = [subprocess.run([*command, str(f), "--json"], capture_output=True, text=True, check=True) for f in files]
+    inspect = [sys.executable, "-m", "wandb", "leet", "inspect", "--json"]
+    outputs = [
+        subprocess.run([*inspect, str(f)], capture_output=True, text=True, check=True, timeout=120) for f in files
+    ]
     return [[json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")] for out in outputs]
 
 
