@@ -16,9 +16,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from score import tiny
-from score.config import REPO_ROOT, PromptConfig, RolloutConfig, load_config
+from score.config import REPO_ROOT, PromptConfig, RolloutConfig, ScoreError, load_config
 from score.data import Problem
+from score.engines import open_engine
 from score.engines.hf import HFEngine
+from score.models import add_lora, lora_scaling, merge_lora, transformers_model
 from score.rollout import generate_rollouts
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -99,6 +101,29 @@ def test_synced_engine_follows_the_policy(engine, model_dir, problems):
     assert not torch.equal(expected.input_ids, batch.input_ids)  # the update changed the greedy outputs
     engine.load_weights(policy.state_dict())
     same_conversations(greedy(engine, tokenizer, problems), expected)
+
+
+def test_synced_engine_follows_a_lora_policy(engine, model_dir, problems, tmp_path):
+    """After an update of the adapters, the engine loaded with the merged weights (W + scale x B @ A under the base
+    names) decodes exactly what the adapted policy decodes."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    cfg = load_config(None, [f"model.name={model_dir}", "model.lora_rank=4"])
+    policy = add_lora(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), cfg.model)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=0.05)
+    batch = greedy(HFEngine(transformers_model(policy)), tokenizer, problems)
+    for _ in range(3):  # push the adapters away from zero: lower the likelihood of the greedy conversations
+        logits = policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logits[:, :-1].log_softmax(-1).gather(-1, batch.input_ids[:, 1:, None]).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    expected = greedy(HFEngine(transformers_model(policy)), tokenizer, problems)
+    assert not torch.equal(expected.input_ids, batch.input_ids)  # the update changed the greedy outputs
+    engine.load_weights(merge_lora(policy.state_dict(), lora_scaling(policy)))
+    same_conversations(greedy(engine, tokenizer, problems), expected)
+    # a folder holding only the adapter is one clear line for vLLM (which loads full weights), before it starts
+    policy.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(ScoreError, match="LoRA adapter only"):
+        open_engine(RolloutConfig(engine="vllm"), tmp_path / "adapter", seed=0, dtype=torch.float32)
 
 
 def test_tied_embeddings_need_lm_head_in_the_state(tmp_path, problems):
@@ -197,6 +222,30 @@ def test_train_then_evaluate_with_vllm(tmp_path, sample_jsonl):
         metrics[engine]["texts"] = sorted(json.dumps(t) for t in texts)
     assert metrics["vllm"]["n"] == 8
     assert metrics["vllm"] == metrics["hf"]
+
+
+def test_train_lora_then_evaluate_the_merged_weights_with_vllm(tmp_path, sample_jsonl):
+    from score.evaluate import evaluate
+    from score.trainer import train
+
+    model_dir = build(tmp_path / "model", tied=True)
+    lora = ["model.lora_rank=4", "model.lora_merge_on_save=true", "train.lr=1e-2"]
+    cfg = tiny_config(tmp_path, model_dir, sample_jsonl, "rollout.engine=vllm", "rollout.tis_cap=2.0",
+                      "train.stage1_steps=1", "train.stage2_steps=1", "train.save_every=0", *lora)  # fmt: skip
+    run = train(cfg)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["kl_t1"] == 0.0 and rows[1]["kl_t1"] > 0  # the adapters moved after step 1
+    for r in rows:  # the engine samples what the trainer scores: merged weights, synced after every step
+        assert 0 <= r["drift_logp_mean"] <= r["drift_logp_max"] < 1e-2
+    # final/ holds the merged weights as a plain model: both engines evaluate it alike
+    metrics = {}
+    for engine in ("vllm", "hf"):
+        cfg.rollout.engine, cfg.eval.name = engine, f"eval_{engine}"
+        out = evaluate(cfg)
+        metrics[engine] = json.loads((out / "metrics.json").read_text())
+        texts = [json.loads(line)["attempts"] for line in (out / "generations.jsonl").read_text().splitlines()]
+        metrics[engine]["texts"] = sorted(json.dumps(t) for t in texts)
+    assert metrics["vllm"]["n"] == 8 and metrics["vllm"] == metrics["hf"]
 
 
 def test_a_conversation_longer_than_the_engine_holds_is_one_clear_error(engine):
