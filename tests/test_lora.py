@@ -10,9 +10,12 @@ from safetensors.torch import load_file
 from score import tiny
 from score import trainer as trainer_module
 from score.config import ScoreError, load_config
+from score.engines import Sampling, hf
+from score.engines.hf import HFEngine
 from score.evaluate import evaluate
-from score.models import AdaptersOff, add_lora, load_model, lora_scaling, merge_lora, weight_dtypes
+from score.models import AdaptersOff, add_lora, load_model, lora_scaling, merge_lora, transformers_model, weight_dtypes
 from score.trainer import train
+from test_engines import PROMPTS
 from test_trainer import (  # noqa: F401 (fresh_accelerate_state: a fixture)
     DDP,
     FSDP,
@@ -140,7 +143,7 @@ def test_bf16_autocast_lora_has_zero_kl_at_first_and_samples_the_merged_copy(
 ):
     # The GPU path, emulated on the CPU: fp32 weights under bf16 autocast. The reference (adapters off) takes the
     # policy's own numeric path, so the first KL is exactly 0; the HF engine samples a bf16 copy that gets the merged
-    # weights after every step.
+    # weights after every step. Activation checkpointing recomputes the layers and still reaches the adapters.
     monkeypatch.setattr(trainer_module, "weight_dtypes", lambda model, on_gpu: weight_dtypes(model, on_gpu=True))
     opened, policies = [], []
     open_engine, finish = trainer_module.open_engine, trainer_module.finish
@@ -149,7 +152,7 @@ def test_bf16_autocast_lora_has_zero_kl_at_first_and_samples_the_merged_copy(
     )
     monkeypatch.setattr(trainer_module, "finish", lambda run: policies.append(run.policy) or finish(run))
     cfg = tiny_config(tmp_path, untied_model_dir, sample_jsonl, "rollout.engine=hf", "train.stage1_steps=1",
-                      "train.stage2_steps=1", "train.lr=1e-2", *LORA)  # fmt: skip
+                      "train.stage2_steps=1", "train.lr=1e-2", "model.gradient_checkpointing=true", *LORA)  # fmt: skip
     rows = metrics(train(cfg, reward_fn=contains("y")))
     assert rows[0]["kl_t1"] == 0.0 and rows[0]["kl_t2"] == 0.0 and rows[1]["kl_t1"] > 0
     (engine,), (policy,) = opened, policies
@@ -221,3 +224,19 @@ def test_lora_under_fsdp2_on_two_processes_matches_ddp_and_resumes_exactly(tmp_p
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     c = adapter("tiny")
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_the_compiled_hf_path_samples_the_adapted_model(untied_model_dir, monkeypatch):
+    # rollout.hf_compile=on (auto on a GPU) over a LoRA policy: the decode step is compiled with the adapters inside
+    # the Transformers model and decodes what eager decoding of the adapted model does. torch.compile's graph capture
+    # with an eager backend, as test_engines does (inductor's code generation is too slow for CI on a CPU).
+    monkeypatch.setattr(hf, "COMPILE_BACKEND", lambda graph, example_inputs: graph.forward)
+    torch._dynamo.reset()
+    policy = perturbed_lora(untied_model_dir)
+    eos = policy.generation_config.eos_token_id
+    greedy = Sampling(max_new_tokens=4, stop_ids=[eos], pad_id=0, greedy=True)
+    adapted = HFEngine(transformers_model(policy)).sample(PROMPTS, greedy).ids
+    with policy.disable_adapter():
+        assert HFEngine(transformers_model(policy)).sample(PROMPTS, greedy).ids != adapted
+    assert HFEngine(transformers_model(policy), compile=True).sample(PROMPTS, greedy).ids == adapted
+    torch._dynamo.reset()
