@@ -125,3 +125,51 @@ def test_memory_estimate_matches_measured_cpu_peaks_within_15_percent():
         measured = int(done.stdout.split()[-1])
         estimate = train_bench.estimate_memory(shape, 1, rows * length, on_gpu=False, reference_bytes=4)["total"]
         assert abs(estimate - measured) <= 0.15 * measured, (shape, estimate, measured)
+
+
+def test_testbed_sweep_reads_the_last_heldout_evaluation_and_counts_positive_deltas(tmp_path):
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import testbed_sweep
+
+    held = {"accuracy_t1": 0.5, "accuracy_t2": 0.25, "delta": -0.25, "delta_i_to_c": 0.0, "delta_c_to_i": 0.25}
+    records = [{"step": 0, **{f"heldout_{k}": v for k, v in held.items()}}, {"step": 1, "loss": 0.1}]
+    records.append({"step": 1, **{f"heldout_{k}": 2 * v for k, v in held.items()}})
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    last = testbed_sweep.last_heldout(tmp_path / "metrics.jsonl")
+    assert last == {k: 2 * v for k, v in held.items()}
+    table = testbed_sweep.sweep_table({"p": [held, last, {**held, "delta": 0.5}]})
+    assert table.splitlines()[-1] == "| p | 66.7 | 33.3 | -8.3 | 0.0 | 33.3 | 1/3 |"
+
+
+def test_testbed_sweep_trains_on_training_problems_only_and_reuses_finished_runs(tmp_path, monkeypatch, capsys):
+    """A point's runs hold out training problems for validation; the test problems are never read."""
+    from score import testbed
+    from score.config import load_config
+
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import testbed_sweep
+
+    paths = [
+        f"model.base_dir={tmp_path / 'base_models'}",
+        f"data.source={tmp_path / 'train.jsonl'}",
+        f"eval.source={tmp_path / 'test.jsonl'}",
+        f"train.output_dir={tmp_path / 'runs'}",
+    ]
+    cfg = load_config(REPO_ROOT / "configs" / "testbed.yaml", paths)
+    testbed.build_testbed(cfg, train_problems=30, test_problems=8, steps=3, problems=40, log_every=0)
+    (tmp_path / "test.jsonl").unlink()
+    tiny = ["train.stage1_steps=1", "train.stage2_steps=1", "train.batch_size=4", "train.micro_batch_size=8"]
+    tiny += ["train.eval_problems=6", "rollout.max_new_tokens=12", "eval.max_new_tokens=12"]
+    argv = ["testbed_sweep.py", "--seeds", "0", "1", "--eval-every", "1", "--point", "tiny", *paths, *tiny]
+    monkeypatch.setattr(sys, "argv", argv)
+    testbed_sweep.main()
+    trained = capsys.readouterr().out
+    for seed in (0, 1):
+        lines = (tmp_path / "runs" / "testbed-sweep" / f"tiny_seed{seed}" / "metrics.jsonl").read_text()
+        held = [json.loads(line) for line in lines.splitlines() if "heldout_n" in line]
+        assert [(r["step"], r["heldout_n"]) for r in held] == [(0, 6), (1, 6), (2, 6)]
+    table = trained.splitlines()[-3:]
+    assert table[0].startswith("| Point | t1 | t2 |") and table[2].startswith("| tiny |")
+    monkeypatch.setattr(sys, "argv", [*argv, "--table-only"])
+    testbed_sweep.main()
+    assert capsys.readouterr().out.splitlines() == table
