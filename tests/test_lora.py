@@ -240,3 +240,12 @@ def test_the_compiled_hf_path_samples_the_adapted_model(untied_model_dir, monkey
         assert HFEngine(transformers_model(policy)).sample(PROMPTS, greedy).ids != adapted
     assert HFEngine(transformers_model(policy), compile=True).sample(PROMPTS, greedy).ids == adapted
     torch._dynamo.reset()
+
+
+def test_an_experiment_with_supervised_rows_refuses_lora_in_one_line(tmp_path):
+    from score.experiment import run_experiment
+
+    cfg = load_config(None, [f"train.output_dir={tmp_path}", "experiment.rows=[base,star,score]", "model.lora_rank=8"])
+    with pytest.raises(ScoreError, match=r"\['star'\].*model.lora_rank"):
+        run_experiment(cfg)
+    assert not any(tmp_path.iterdir())  # refused before anything was written

@@ -223,6 +223,11 @@ def run_experiment(cfg: Config) -> Path:
             f"experiment.rows {supervised} fine-tune in one process; run them without a multi-process launcher "
             f"(this launch has {state.num_processes} processes)"
         )
+    if supervised and cfg.model.lora_rank:
+        raise ScoreError(
+            f"experiment.rows {supervised} fine-tune every weight (model.lora_rank applies to the RL rows only); "
+            "drop those rows or set model.lora_rank=0"
+        )
     hold_folder(folder / ".lock", "experiment.name", state.is_main_process)
     check_experiment(folder, cfg, state.is_main_process)
     results: dict[str, list[dict]] = {}
