@@ -143,7 +143,8 @@ def test_bf16_autocast_lora_has_zero_kl_at_first_and_samples_the_merged_copy(
 ):
     # The GPU path, emulated on the CPU: fp32 weights under bf16 autocast. The reference (adapters off) takes the
     # policy's own numeric path, so the first KL is exactly 0; the HF engine samples a bf16 copy that gets the merged
-    # weights after every step. Activation checkpointing recomputes the layers and still reaches the adapters.
+    # weights after every step. Activation checkpointing recomputes the layers and still reaches the adapters; the
+    # adapters keep their dropout (the base model's is off).
     monkeypatch.setattr(trainer_module, "weight_dtypes", lambda model, on_gpu: weight_dtypes(model, on_gpu=True))
     opened, policies = [], []
     open_engine, finish = trainer_module.open_engine, trainer_module.finish
@@ -152,11 +153,14 @@ def test_bf16_autocast_lora_has_zero_kl_at_first_and_samples_the_merged_copy(
     )
     monkeypatch.setattr(trainer_module, "finish", lambda run: policies.append(run.policy) or finish(run))
     cfg = tiny_config(tmp_path, untied_model_dir, sample_jsonl, "rollout.engine=hf", "train.stage1_steps=1",
-                      "train.stage2_steps=1", "train.lr=1e-2", "model.gradient_checkpointing=true", *LORA)  # fmt: skip
+                      "train.stage2_steps=1", "train.lr=1e-2", "model.gradient_checkpointing=true",
+                      "model.lora_dropout=0.25", *LORA)  # fmt: skip
     rows = metrics(train(cfg, reward_fn=contains("y")))
     assert rows[0]["kl_t1"] == 0.0 and rows[0]["kl_t2"] == 0.0 and rows[1]["kl_t1"] > 0
     (engine,), (policy,) = opened, policies
     assert engine.holds_weights and engine.model.dtype == torch.bfloat16
+    dropouts = [module.p for name, module in policy.named_modules() if name.endswith(".lora_dropout.default")]
+    assert dropouts and set(dropouts) == {0.25}
     merged = merge_lora(policy.state_dict(), lora_scaling(policy))
     for name, param in engine.model.named_parameters():
         assert torch.equal(param, merged[name].to(torch.bfloat16)), name
