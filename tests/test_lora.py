@@ -99,9 +99,10 @@ def test_lora_settings_are_checked_in_one_line(untied_model_dir):
     ]:
         with pytest.raises(ScoreError, match=message):
             load_config(None, overrides)
-    cfg = load_config(None, ["model.lora_rank=8", "model.lora_target_modules=[no_such_layer]"])
-    with pytest.raises(ScoreError, match="no_such_layer"):
-        add_lora(AutoModelForCausalLM.from_pretrained(untied_model_dir), cfg.model)
+    for targets, message in (("no_such_layer", "no_such_layer"), ("embed_tokens", "not a linear layer")):
+        cfg = load_config(None, ["model.lora_rank=8", f"model.lora_target_modules=[{targets}]"])
+        with pytest.raises(ScoreError, match=message):
+            add_lora(AutoModelForCausalLM.from_pretrained(untied_model_dir), cfg.model)
 
 
 def test_lora_training_moves_the_adapters_only_and_raises_reward(tmp_path, untied_model_dir, sample_jsonl, monkeypatch):

@@ -84,6 +84,7 @@ def add_lora(model: torch.nn.Module, cfg: ModelConfig, seed: int = 0) -> torch.n
     at zero, so until the first update the adapted model computes exactly what the base model does. A's random
     start is drawn from `seed` alone, the same on every process (FSDP2 keeps each process's shard of it as it is)."""
     from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora import LoraLayer
 
     targets = cfg.lora_target_modules
     config = LoraConfig(
@@ -96,9 +97,13 @@ def add_lora(model: torch.nn.Module, cfg: ModelConfig, seed: int = 0) -> torch.n
     try:
         with torch.random.fork_rng(devices=[]):  # the caller's random streams go on untouched
             torch.manual_seed(seed)
-            return get_peft_model(model, config)
+            policy = get_peft_model(model, config)
     except ValueError as e:  # no layer of those names
         raise ScoreError(f"model.lora_target_modules={targets}: {str(e).splitlines()[0]}") from None
+    for name, module in policy.named_modules():  # merge_lora merges linear layers only
+        if isinstance(module, LoraLayer) and not isinstance(module.base_layer, torch.nn.Linear):
+            raise ScoreError(f"model.lora_target_modules: {name} is not a linear layer; adapters go on linear layers")
+    return policy
 
 
 def lora_scaling(model: torch.nn.Module) -> float | None:
@@ -132,7 +137,7 @@ class AdaptersOff:
     so the frozen base weights serve both and no second copy is held. Called under no_grad."""
 
     def __init__(self, policy: torch.nn.Module):
-        self.policy = policy  # the PeftModel, unwrapped from DDP (FSDP2 shards it in place)
+        self.policy = policy  # the PeftModel, unwrapped from DDP
 
     def __call__(self, **inputs):
         with self.policy.disable_adapter():
@@ -143,7 +148,9 @@ def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
     """A LoRA policy's Transformers model, which holds the adapters (peft injects them into its layers); a plain
     model itself. Generation runs on it (Transformers' own generate samples the adapted policy), and FSDP2 shards it:
     every forward, the policy's, the reference's (adapters off) and generate's, passes through it as the root."""
-    return model.get_base_model() if lora_scaling(model) is not None else model
+    from peft import PeftModel
+
+    return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
 def weight_dtypes(model: ModelConfig, on_gpu: bool) -> tuple[torch.dtype, torch.dtype, str]:
