@@ -1,6 +1,7 @@
 """LoRA policies (peft): adapters train, the base stays, the reference is the base with adapters off, merged weights
 are exact, checkpoints resume exactly, and final/ holds what evaluation loads."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,16 @@ from score.config import ScoreError, load_config
 from score.engines import Sampling, hf
 from score.engines.hf import HFEngine
 from score.evaluate import evaluate
-from score.models import AdaptersOff, add_lora, load_model, lora_scaling, merge_lora, transformers_model, weight_dtypes
+from score.models import (
+    AdaptersOff,
+    adapter_base,
+    add_lora,
+    load_model,
+    lora_scaling,
+    merge_lora,
+    transformers_model,
+    weight_dtypes,
+)
 from score.trainer import train
 from test_engines import PROMPTS
 from test_trainer import (  # noqa: F401 (fresh_accelerate_state: a fixture)
@@ -254,3 +264,17 @@ def test_an_experiment_with_supervised_rows_refuses_lora_in_one_line(tmp_path):
     with pytest.raises(ScoreError, match=r"\['star'\].*model.lora_rank"):
         run_experiment(cfg)
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_an_adapter_folder_names_its_base_or_is_one_error_line(tmp_path, untied_model_dir):
+    perturbed_lora(untied_model_dir).save_pretrained(tmp_path / "adapter")
+    config = tmp_path / "adapter" / "adapter_config.json"
+    assert adapter_base(tmp_path / "adapter") == untied_model_dir and adapter_base(untied_model_dir) is None
+    written = json.loads(config.read_text())
+    config.write_text(json.dumps({**written, "base_model_name_or_path": str(tmp_path / "moved")}))
+    with pytest.raises(ScoreError, match="holds no model now"):
+        load_model(tmp_path / "adapter", load_config(None).model, torch.float32)
+    for damaged in ("{not json", "[]"):
+        config.write_text(damaged)
+        with pytest.raises(ScoreError, match="adapter_config.json is unreadable"):
+            adapter_base(tmp_path / "adapter")
