@@ -7,7 +7,8 @@ and seed trains one --row run (experiment.row_config: score by default) holding 
 problems, evaluated greedily every train.eval_every steps (metrics.jsonl); the test problems are not read. Runs
 live under saved_models/<--name>/<point>_seed<seed>/ and finished ones are reused, so processes given different
 points can share a sweep and a last call with every point prints the table: the held-out metrics of the last
-evaluation, mean over seeds, with the number of seeds whose Δ(t1,t2) is above 0. --table-only trains nothing.
+evaluation of each finished run, mean over seeds, with the number of seeds whose Δ(t1,t2) is above 0. --table-only
+trains nothing.
 """
 
 from __future__ import annotations
@@ -64,12 +65,12 @@ def main() -> None:
         for seed in args.seeds:
             run = row_config(cfg, args.row, seed, folder)
             run.train.run_name = f"{name}_seed{seed}"
-            metrics = folder / run.train.run_name / "metrics.jsonl"
+            root = folder / run.train.run_name
             if not args.table_only:
                 print(f"sweep: {name} seed {seed} {' '.join(settings)}", flush=True)
                 train(run)
-            if metrics.is_file():
-                results[name].append(last_heldout(metrics))
+            if (root / "final").is_dir():  # a run still training (another process) is left out
+                results[name].append(last_heldout(root / "metrics.jsonl"))
         if not results[name]:
             del results[name]
     print(sweep_table(results))

@@ -170,6 +170,11 @@ def test_testbed_sweep_trains_on_training_problems_only_and_reuses_finished_runs
         assert [(r["step"], r["heldout_n"]) for r in held] == [(0, 6), (1, 6), (2, 6)]
     table = trained.splitlines()[-3:]
     assert table[0].startswith("| Point | t1 | t2 |") and table[2].startswith("| tiny |")
-    monkeypatch.setattr(sys, "argv", [*argv, "--table-only"])
+    unfinished = tmp_path / "runs" / "testbed-sweep" / "tiny_seed2"
+    unfinished.mkdir()  # a run another process is still training: its last evaluation is not its result
+    (unfinished / "metrics.jsonl").write_text(
+        json.dumps({"step": 0, **{f"heldout_{k}": 0.0 for k in testbed_sweep.COLUMNS}})
+    )
+    monkeypatch.setattr(sys, "argv", [*argv[:4], "2", *argv[4:], "--table-only"])
     testbed_sweep.main()
     assert capsys.readouterr().out.splitlines() == table
