@@ -278,3 +278,21 @@ def test_an_adapter_folder_names_its_base_or_is_one_error_line(tmp_path, untied_
         config.write_text(damaged)
         with pytest.raises(ScoreError, match="adapter_config.json is unreadable"):
             adapter_base(tmp_path / "adapter")
+
+
+def test_a_bfloat16_base_trains_float32_adapters_and_samples_itself(
+    tmp_path, untied_model_dir, sample_jsonl, monkeypatch
+):
+    # model.dtype=bfloat16: the frozen base in bf16 (half of fp32), the adapters in fp32 (peft's default); the policy
+    # computes in bf16 without autocast, so the HF engine samples it directly, with no copy to sync.
+    runs = []
+    finish = trainer_module.finish
+    monkeypatch.setattr(trainer_module, "finish", lambda run: runs.append(run) or finish(run))
+    cfg = tiny_config(tmp_path, untied_model_dir, sample_jsonl, "train.stage1_steps=2", "train.stage2_steps=0",
+                      "train.lr=1e-2", "model.dtype=bfloat16", "rollout.engine=hf", *LORA)  # fmt: skip
+    rows = metrics(train(cfg, reward_fn=contains("y")))
+    assert rows[0]["kl_t1"] == 0.0 and rows[0]["kl_t2"] == 0.0 and rows[1]["kl_t1"] > 0
+    (run,) = runs
+    assert run.engine is None
+    dtypes = {("lora_" in name, param.dtype) for name, param in run.policy.named_parameters()}
+    assert dtypes == {(True, torch.float32), (False, torch.bfloat16)}
