@@ -7,7 +7,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard, metadata_load
 from score import evaluate as ev
-from score.card import EVALUATIONS_END, EVALUATIONS_START, refresh_card, write_card
+from score.card import EVALUATIONS_END, EVALUATIONS_START, own_evaluations, refresh_card, write_card
 from score.config import REPO_ROOT, ScoreError, load_config
 from score.data import Problem, training_problems
 from score.trainer import train
@@ -185,3 +185,39 @@ def test_a_damaged_adapter_config_is_named(tmp_path):
     (final / "adapter_config.json").write_text("[1, 2]")
     with pytest.raises(ScoreError, match=r"^.*final/adapter_config.json is damaged \(not a JSON object\)$"):
         write_card(final, load_config(None, [f"model.name={tmp_path / 'base'}"]), [problem("math")])
+
+
+@pytest.mark.parametrize(
+    "card, reason",
+    [
+        (f"---\ntags: 7\n---\n{EVALUATIONS_START}\nold\n{EVALUATIONS_END}\n".encode(), "its header does not parse"),
+        (f"---\nlicense: mit\n---\n{EVALUATIONS_START}\n\xff\n".encode("latin-1"), "it cannot be read"),
+    ],
+    ids=["tags_not_a_list", "not_utf8"],
+)
+def test_a_card_of_the_wrong_kind_or_not_utf8_is_named_and_kept(tmp_path, capsys, card, reason):
+    final = tmp_path / "run" / "final"
+    final.mkdir(parents=True)
+    (final / "README.md").write_bytes(card)
+    refresh_card(final)
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"card: {final / 'README.md'} not refreshed, {reason} (")
+    assert (final / "README.md").read_bytes() == card
+
+
+def test_only_whole_evaluations_of_these_weights_are_listed(tmp_path):
+    final = tmp_path / "run" / "final"
+    final.mkdir(parents=True)
+    (final / "config.json").write_text("{}")
+    settings = {"model": str(final), "model_files_sha256": ev.model_files_sha256(final)}
+    evaluations = {
+        "listed": (json.dumps(settings).encode(), b'{"n": 2, "accuracy_t1": 0.5}'),
+        "metrics_a_list": (json.dumps(settings).encode(), b"[0.5]"),
+        "metrics_cut_short": (json.dumps(settings).encode(), b'{"n": 2, "accu'),
+        "settings_not_text": (b"\xff\xfe", b'{"n": 2, "accuracy_t1": 0.5}'),
+    }
+    for name, (settings_bytes, metrics_bytes) in evaluations.items():
+        (final.parent / "eval" / name).mkdir(parents=True)
+        (final.parent / "eval" / name / "settings.json").write_bytes(settings_bytes)
+        (final.parent / "eval" / name / "metrics.json").write_bytes(metrics_bytes)
+    assert [name for name, _, _ in own_evaluations(final)] == ["listed"]

@@ -19,7 +19,8 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, metadata_load
 
-from score.config import REPO_ROOT, Config, ScoreError, resolve_path
+from score.checkpoints import flat_settings
+from score.config import REPO_ROOT, Config, ScoreError, first_line, resolve_path
 from score.data import Problem
 from score.evaluate import MODEL_CARD, model_files_sha256, results_table
 from score.models import resolve_model_path
@@ -100,7 +101,7 @@ def weights_text(final: Path, full: bool, adapter: Path | None) -> str:
         return "full weights (safetensors) and tokenizer"
     try:
         lora = json.loads(adapter.read_text())
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or not text
         lora = None
     if not isinstance(lora, dict):
         raise ScoreError(f"{adapter} is damaged (not a JSON object)")
@@ -122,7 +123,7 @@ def own_evaluations(final: Path) -> list[tuple[str, dict, dict]]:
         try:
             settings = json.loads(settings_path.read_text())
             metrics = json.loads(metrics_path.read_text())
-        except (OSError, json.JSONDecodeError):  # unfinished or damaged: not a result of this model
+        except (OSError, ValueError):  # unfinished or damaged (not JSON, not text): not a result of this model
             continue
         if (
             isinstance(settings, dict)
@@ -191,7 +192,8 @@ def write_card(
     else:
         method = rl_method(cfg)
     names = SUPERVISED_SETTINGS if supervised else RL_SETTINGS
-    settings = [f"| {name} | {getattr(getattr(cfg, name.split('.')[0]), name.split('.')[1])} |" for name in names]
+    values = flat_settings(cfg)
+    settings = [f"| {name} | {values[name]} |" for name in names]
     filters = [f"subjects {', '.join(cfg.data.subjects)}"] if cfg.data.subjects else []
     filters += [f"levels {', '.join(map(str, cfg.data.levels))}"] if cfg.data.levels else []
     body = [
@@ -245,13 +247,17 @@ def refresh_card(final: Path) -> None:
     is left alone). A card whose header no longer parses, or that cannot be written, is named in one line and kept
     as it is: the evaluation itself is done."""
     path = final / MODEL_CARD
-    text = path.read_text() if path.is_file() else ""
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""  # as ModelCard.save writes it
+    except (OSError, ValueError) as e:  # not UTF-8 text: no card of write_card's
+        print(f"card: {path} not refreshed, it cannot be read ({first_line(e)})")
+        return
     if EVALUATIONS_START not in text or EVALUATIONS_END not in text:
         return
     try:
         card = ModelCard(text)
-    except (ValueError, yaml.YAMLError) as e:
-        print(f"card: {path} not refreshed, its header does not parse ({str(e).splitlines()[0]})")
+    except (ValueError, TypeError, yaml.YAMLError) as e:  # TypeError: a field of the wrong kind (tags: 7)
+        print(f"card: {path} not refreshed, its header does not parse ({first_line(e)})")
         return
     section, results = evaluation_part(final)
     before, _, rest = card.text.partition(EVALUATIONS_START)

@@ -46,6 +46,12 @@ class ScoreError(Exception):
     """A user-facing error: printed as one line, no traceback."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none), for one-line reports."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def resolve_path(path: str | Path) -> Path:
     """Absolute paths stay; relative ones are taken from the repository root."""
     path = Path(path).expanduser()
