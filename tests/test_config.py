@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 import yaml
-from score.config import REPO_ROOT, Config, ScoreError, load_config, parse_override, resolve_path
+from score.config import REPO_ROOT, Config, ScoreError, first_line, load_config, parse_override, resolve_path
 
 
 def write(tmp_path, text: str):
@@ -169,3 +169,8 @@ def test_a_key_given_twice_is_an_error_naming_it_and_its_lines(tmp_path):
         load_config(write(tmp_path, "train:\n  lr: 1.0e-4\n  alpha: 5\n  lr: 1.0e-3\n"))
     with pytest.raises(ScoreError, match=r"duplicate key 'train' on lines 1 and 3"):
         load_config(write(tmp_path, "train:\n  lr: 1.0e-4\ntrain:\n  alpha: 5\n"))
+
+
+def test_first_line_of_an_error_is_its_message_or_its_type():
+    assert first_line(ValueError("bad value\n  at line 2")) == "bad value"
+    assert first_line(ConnectionError()) == "ConnectionError"

@@ -6,16 +6,21 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from score.checkpoints import RunFiles, flat_settings, writing
-from score.config import Config
+from score.config import Config, first_line
 from score.data import Problem
 from score.diagnostics import edit_distance, same_answer
 from score.grader import extract_answer
 from score.rollout import Rollout
+
+if TYPE_CHECKING:
+    from accelerate.tracking import GeneralTracker
 
 SAMPLES_LOGGED = 4  # conversations written to samples.jsonl each time
 TEXT_DIAGNOSTIC_ROWS = 64  # conversations per process whose attempts are compared as texts each step
@@ -106,7 +111,9 @@ def heldout_table(metrics: Path) -> tuple[list[str], list[list]]:
     return ["step", *(key.removeprefix("heldout_") for key in keys)], rows
 
 
-def start_tracker(name: str, files: RunFiles, cfg: Config, purge_step: int | None, continued: str | None):
+def start_tracker(
+    name: str, files: RunFiles, cfg: Config, purge_step: int | None, continued: str | None
+) -> GeneralTracker:
     """accelerate's tracker `name`, started: a new tracker run with the config, or the run `continued` (what
     tracker_run gave) with the config it started with (MLflow refuses to change a param)."""
     from accelerate import tracking
@@ -129,7 +136,7 @@ def start_tracker(name: str, files: RunFiles, cfg: Config, purge_step: int | Non
     return tracker
 
 
-def tracker_run(tracker) -> str:
+def tracker_run(tracker: GeneralTracker) -> str:
     """What names the tracker's run for a resume: W&B's run id, MLflow's run id, trackio's run name, and for
     TensorBoard its folder (purge_step continues it)."""
     if tracker.name == "wandb":
@@ -141,7 +148,7 @@ def tracker_run(tracker) -> str:
     return "tensorboard"
 
 
-def log_table(tracker, name: str, columns: list[str], rows: list[list]) -> None:
+def log_table(tracker: GeneralTracker, name: str, columns: list[str], rows: list[list]) -> None:
     """A table into a tracker: W&B and trackio tables, an MLflow table artifact (<name>.json), TensorBoard text."""
     if tracker.name == "wandb":
         tracker.log_table(name, columns=columns, data=rows)
@@ -160,7 +167,7 @@ def log_table(tracker, name: str, columns: list[str], rows: list[list]) -> None:
 
 def tracker_warning(name: str, action: str, error: Exception) -> None:
     """One line: a tracker that fails never fails the run (metrics.jsonl keeps every record)."""
-    reason = (str(error).strip().splitlines() or [""])[0][:300]
+    reason = first_line(error)[:300]
     hint = f"; pip install {name}" if isinstance(error, ImportError) else ""
     if name == "mlflow" and not hint and "MLFLOW_TRACKING_URI" not in os.environ:
         hint = "; set MLFLOW_TRACKING_URI"  # MLflow 3's default store (sqlite) needs the full mlflow package
@@ -192,7 +199,7 @@ class MetricsLogger:
 
     def __init__(self, files: RunFiles, cfg: Config, enabled: bool, purge_step: int | None = None):
         self.files, self.enabled = files, enabled
-        self.trackers = {}
+        self.trackers: dict[str, GeneralTracker] = {}
         if enabled and cfg.train.report_to:
             self.start_trackers(cfg, purge_step)
 
@@ -211,7 +218,7 @@ class MetricsLogger:
         with writing(self.files.root):
             runs_file.write_text(json.dumps(runs))
 
-    def each_tracker(self, action: str, call) -> None:
+    def each_tracker(self, action: str, call: Callable[[GeneralTracker], object]) -> None:
         for name, tracker in list(self.trackers.items()):
             try:
                 call(tracker)

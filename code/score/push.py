@@ -12,7 +12,7 @@ from pathlib import Path
 from huggingface_hub import HfApi, get_token
 
 from score.card import HUB_ID
-from score.config import Config, ScoreError, resolve_path
+from score.config import Config, ScoreError, first_line, resolve_path
 from score.evaluate import MODEL_CARD
 
 
@@ -45,7 +45,6 @@ def push(cfg: Config) -> str:
             api.create_branch(repo, branch=revision, exist_ok=True)
         commit = api.upload_folder(repo_id=repo, folder_path=folder, revision=revision, commit_message=message)
     except Exception as e:  # the hub's HTTP errors and its HTTP client's (httpx or httpx2, by version) alike
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ScoreError(f"push of {folder} to {repo} failed: {reason}") from None
+        raise ScoreError(f"push of {folder} to {repo} failed: {first_line(e)}") from None
     print(f"pushed {folder} to {api.endpoint}/{repo} ({commit.commit_url})")
     return commit.commit_url
