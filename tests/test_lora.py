@@ -2,12 +2,13 @@
 are exact, checkpoints resume exactly, and final/ holds what evaluation loads."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from score import tiny
 from score import trainer as trainer_module
 from score.config import ScoreError, load_config
@@ -202,13 +203,18 @@ def test_lora_resume_ends_with_the_same_adapters(tmp_path, untied_model_dir, sam
 
 
 def test_evaluate_loads_a_final_folder_that_holds_only_the_adapter(tmp_path, untied_model_dir, sample_jsonl):
-    cfg = tiny_config(tmp_path, untied_model_dir, sample_jsonl, "train.stage1_steps=1", "train.stage2_steps=0",
+    base = shutil.copytree(untied_model_dir, tmp_path / "base")  # its weights change below
+    cfg = tiny_config(tmp_path, base, sample_jsonl, "train.stage1_steps=1", "train.stage2_steps=0",
                       "train.lr=1e-2", "train.save_every=0", *LORA, f"eval.source={sample_jsonl}",
                       "eval.max_new_tokens=4", "eval.max_problems=2", "rollout.engine=hf")  # fmt: skip
     run = train(cfg, reward_fn=contains("y"))
     assert not (run / "final" / "config.json").exists()
     out = evaluate(cfg)
     assert (out / "metrics.json").is_file() and out.parent == run / "eval"
+    # the adapted model is the base's weights plus the adapter: other base weights are another model, evaluated anew
+    weights = load_file(base / "model.safetensors")
+    save_file({k: v + 0.01 for k, v in weights.items()}, base / "model.safetensors", metadata={"format": "pt"})
+    assert evaluate(cfg) == out and len(list(run.glob("eval/*.superseded-*"))) == 1
 
 
 def test_lora_under_fsdp2_on_two_processes_matches_ddp_and_resumes_exactly(tmp_path):

@@ -286,12 +286,19 @@ def evaluation_dtype(device: torch.device) -> torch.dtype:
 
 def model_files_sha256(model: Path) -> str:
     """sha256 over the names and bytes of the model folder's files: weights, config, generation config, tokenizer
-    and chat template all change generations. Hidden files (download caches) and the model card are left out."""
+    and chat template all change generations. Hidden files (download caches) and the model card are left out. A
+    LoRA adapter folder's generations depend on its base model's files too: their hash is folded in."""
     digest = hashlib.sha256()
     described = (p for p in model.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != MODEL_CARD)
     for path in sorted(described):
         with path.open("rb") as f:
             digest.update(path.name.encode() + b"\0" + hashlib.file_digest(f, "sha256").digest())
+    try:
+        base = adapter_base(model)
+    except ScoreError:  # a damaged adapter folder: evaluation refuses it before hashing, and a card names it
+        base = None
+    if base is not None:
+        digest.update(b"base\0" + model_files_sha256(base).encode())
     return digest.hexdigest()
 
 
