@@ -11,36 +11,17 @@ from score.card import EVALUATIONS_END, EVALUATIONS_START, own_evaluations, refr
 from score.config import REPO_ROOT, ScoreError, load_config
 from score.data import Problem, training_problems
 from score.trainer import train
+from test_trainer import tiny_config
 from transformers import AutoModelForCausalLM
 
 NO_EVALUATION = "No `--task evaluate` of these weights yet."
 
 
-def tiny_run_config(tmp_path: Path, model_dir: Path, data: Path, *overrides: str):
-    return load_config(
-        REPO_ROOT / "configs" / "tiny.yaml",
-        [
-            f"model.name={model_dir}",
-            f"data.source={data}",
-            f"eval.source={data}",
-            f"train.output_dir={tmp_path / 'runs'}",
-            "train.stage1_steps=1",
-            "train.stage2_steps=1",
-            "train.save_every=0",
-            "train.sample_every=0",
-            "rollout.max_new_tokens=4",
-            "eval.max_new_tokens=4",
-            "eval.max_problems=3",
-            "prompts.first_turn=Solve.",
-            "prompts.correction=Again.",
-            *overrides,
-        ],
-    )
-
-
 def test_a_run_writes_its_card_and_its_own_evaluations_refresh_it(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch):
     monkeypatch.setattr(sys, "argv", [str(REPO_ROOT / "code" / "main.py"), "--task", "train", "--config", "tiny.yaml"])
-    cfg = tiny_run_config(tmp_path, tiny_model_dir, sample_jsonl)
+    steps = ["train.stage1_steps=1", "train.stage2_steps=1", "train.save_every=0", "rollout.max_new_tokens=4"]
+    evaluation = [f"eval.source={sample_jsonl}", "eval.max_new_tokens=4", "eval.max_problems=3"]
+    cfg = tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *steps, *evaluation)
     final = train(cfg, reward_fn=lambda texts, problems: [1.0] * len(texts)) / "final"
     card = ModelCard.load(final / "README.md")  # the hub's own parser reads the header
     assert card.data.pipeline_tag == "text-generation" and card.data.library_name == "transformers"

@@ -10,7 +10,7 @@ from score.checkpoints import RunFiles, changed_settings
 from score.config import ScoreError, load_config
 from score.logs import HELDOUT_TABLE, TRACKER_RUNS, MetricsLogger, heldout_table, tracker_values
 from score.trainer import train
-from test_trainer import contains, metrics, tiny_config
+from test_trainer import contains, crash_in_step, metrics, tiny_config
 
 ALL = "train.report_to=[tensorboard,wandb,trackio,mlflow]"
 WATCHED = ["train.stage1_steps=2", "train.stage2_steps=2", "train.eval_every=2", "train.eval_problems=3",
@@ -162,17 +162,9 @@ def test_every_tracker_holds_what_metrics_jsonl_holds(tmp_path, tiny_model_dir, 
 
 
 def test_a_resumed_run_continues_its_tracker_runs(tmp_path, tiny_model_dir, sample_jsonl):
-    calls = {"n": 0}
-
-    def crash_in_step_4(texts, problems):  # steps 1-3 logged, the checkpoint at step 2
-        calls["n"] += 1
-        if calls["n"] > 6:
-            raise KeyboardInterrupt
-        return contains("y")(texts, problems)
-
     overrides = [ALL, "train.run_name=resumed", "train.stage1_steps=2", "train.stage2_steps=2", "train.save_every=2"]
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *overrides), crash_in_step_4)
+    with pytest.raises(KeyboardInterrupt):  # steps 1-3 logged, the checkpoint at step 2
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *overrides), crash_in_step(4, contains("y")))
     import mlflow
     import wandb
 

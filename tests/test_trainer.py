@@ -55,6 +55,20 @@ def contains(target: str):
     return lambda texts, problems: [float(target in text) for text in texts]
 
 
+def crash_in_step(step: int, reward):
+    """`reward` until training step `step`, where scoring raises KeyboardInterrupt (a killed run): a step scores its
+    two attempts in two calls."""
+    calls = {"n": 0}
+
+    def scored(texts, problems):
+        calls["n"] += 1
+        if calls["n"] > 2 * (step - 1):
+            raise KeyboardInterrupt
+        return reward(texts, problems)
+
+    return scored
+
+
 def mean(values) -> float:
     values = list(values)
     return sum(values) / len(values)
@@ -254,17 +268,9 @@ def test_resume_ends_with_the_same_weights(tmp_path, tiny_model_dir, sample_json
     overrides = ["train.stage1_steps=2", "train.stage2_steps=2", "train.save_every=2", "train.lr=3e-3"]
     straight = train(tiny_config(tmp_path / "a", tiny_model_dir, sample_jsonl, *overrides), contains("y"))
 
-    calls = {"n": 0}
-
-    def crash_after_checkpoint(texts, problems):
-        calls["n"] += 1
-        if calls["n"] > 4:  # two scored attempts a step: step 3 dies after the step-2 checkpoint
-            raise KeyboardInterrupt
-        return contains("y")(texts, problems)
-
     cfg = tiny_config(tmp_path / "b", tiny_model_dir, sample_jsonl, *overrides)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, crash_after_checkpoint)
+        train(cfg, crash_in_step(3, contains("y")))  # after the step-2 checkpoint
     run = tmp_path / "b" / "runs" / "tiny"
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_2"]
     with pytest.raises(ScoreError, match="resume"):
@@ -553,17 +559,9 @@ def test_resume_with_another_lr_is_one_error_line(tmp_path):
 def test_resumed_run_does_not_repeat_tensorboard_steps(tmp_path, tiny_model_dir, sample_jsonl):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    calls = {"n": 0}
-
-    def crash_in_step_4(texts, problems):  # steps 1-3 logged, the checkpoint at step 2
-        calls["n"] += 1
-        if calls["n"] > 6:
-            raise KeyboardInterrupt
-        return contains("y")(texts, problems)
-
     overrides = ["train.stage1_steps=2", "train.stage2_steps=2", "train.save_every=2"]
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *overrides), crash_in_step_4)
+    with pytest.raises(KeyboardInterrupt):  # steps 1-3 logged, the checkpoint at step 2
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *overrides), crash_in_step(4, contains("y")))
     run = train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *overrides, "train.resume=true"), contains("y"))
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
