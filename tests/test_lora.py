@@ -11,8 +11,8 @@ import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file, save_file
 from score import tiny
 from score import trainer as trainer_module
-from score.config import ScoreError, load_config
-from score.engines import Sampling, hf
+from score.config import RolloutConfig, ScoreError, load_config
+from score.engines import Sampling, hf, open_engine
 from score.engines.hf import HFEngine
 from score.evaluate import evaluate
 from score.models import (
@@ -302,3 +302,17 @@ def test_a_bfloat16_base_trains_float32_adapters_and_samples_itself(
     assert run.engine is None
     dtypes = {("lora_" in name, param.dtype) for name, param in run.policy.named_parameters()}
     assert dtypes == {(True, torch.float32), (False, torch.bfloat16)}
+
+
+def test_the_hf_engine_copy_of_an_adapter_folder_is_its_merged_model(tmp_path, untied_model_dir):
+    # Training from an adapter-only folder (model.name=<run>/final) under bf16 autocast: the HF engine's bf16 copy is
+    # the base with the adapter merged, the model the policy starts as, under the plain names the syncs send.
+    perturbed_lora(untied_model_dir).save_pretrained(tmp_path / "adapter")
+    start = load_model(tmp_path / "adapter", load_config(None).model, torch.float32).state_dict()
+    policy = AutoModelForCausalLM.from_pretrained(untied_model_dir, dtype=torch.float32)
+    engine = open_engine(RolloutConfig(engine="hf"), tmp_path / "adapter", seed=0, dtype=torch.bfloat16, model=policy)
+    copy = engine.model.state_dict()
+    assert engine.holds_weights and copy.keys() == start.keys()
+    assert all(torch.allclose(copy[k].float(), start[k], rtol=1e-2, atol=1e-3) for k in start)
+    engine.load_weights(start)  # a sync
+    assert all(torch.equal(copy[k], start[k].to(torch.bfloat16)) for k in start)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from score.config import RolloutConfig, ScoreError
+from score.config import ModelConfig, RolloutConfig, ScoreError
 
 ENGINES = ("auto", "hf", "vllm")
 VLLM_TIS_CAP = 2.0  # the truncated importance sampling cap the vllm engine gets by default
@@ -113,9 +113,8 @@ def open_engine(
                 "or train with model.lora_merge_on_save=true for merged weights"
             )
         return VLLMEngine(model_path, rollout, seed=seed, dtype=dtype)
-    from transformers import AutoModelForCausalLM
-
     from score.engines.hf import HFEngine, resolve_hf_compile
+    from score.models import load_model
 
     if model is None:
         raise ValueError("the hf engine samples a model; none given")
@@ -123,5 +122,6 @@ def open_engine(
     if model.dtype == dtype:
         return HFEngine(model, compile)
     attention = model.config._attn_implementation  # the policy's attention kernels, so the copy samples like it
-    copy = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, attn_implementation=attention)
+    # load_model: a LoRA adapter folder loads as its base with the adapter merged, the plain model the policy started as
+    copy = load_model(model_path, ModelConfig(attn_implementation=attention), dtype)
     return HFEngine(copy.to(model.device).eval(), compile, holds_weights=True)
