@@ -8,7 +8,7 @@ import pytest
 from accelerate import tracking
 from score.checkpoints import RunFiles, changed_settings
 from score.config import ScoreError, load_config
-from score.logs import HELDOUT_TABLE, TRACKER_RUNS, MetricsLogger, heldout_table, tracker_values
+from score.logs import HELDOUT_TABLE, TRACKER_RUNS, MetricsLogger, heldout_table, tracker_values, tracker_warning
 from score.trainer import train
 from test_trainer import contains, crash_in_step, metrics, tiny_config
 
@@ -269,3 +269,12 @@ def test_only_the_main_process_starts_trackers(tmp_path):
     logger.log({"step": 1, "loss": 0.5})
     logger.close()
     assert logger.trackers == {} and list(files.root.iterdir()) == []
+
+
+def test_only_a_failed_mlflow_start_without_a_tracking_uri_asks_to_set_one(monkeypatch, capfd):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    tracker_warning("mlflow", "start", RuntimeError("no sqlalchemy"))
+    tracker_warning("mlflow", "log", OSError(28, "No space left on device"))  # a store that worked: no hint
+    start, log = capfd.readouterr().err.splitlines()
+    assert start.endswith("(RuntimeError: no sqlalchemy); set MLFLOW_TRACKING_URI; the run goes on without it")
+    assert log.endswith("(OSError: [Errno 28] No space left on device); the run goes on without it")

@@ -169,7 +169,7 @@ def tracker_warning(name: str, action: str, error: Exception) -> None:
     """One line: a tracker that fails never fails the run (metrics.jsonl keeps every record)."""
     reason = first_line(error)[:300]
     hint = f"; pip install {name}" if isinstance(error, ImportError) else ""
-    if name == "mlflow" and not hint and "MLFLOW_TRACKING_URI" not in os.environ:
+    if name == "mlflow" and action == "start" and not hint and "MLFLOW_TRACKING_URI" not in os.environ:
         hint = "; set MLFLOW_TRACKING_URI"  # MLflow 3's default store (sqlite) needs the full mlflow package
     print(
         f"warning: train.report_to {name}: {action} failed ({type(error).__name__}: {reason}){hint}; "
