@@ -177,3 +177,11 @@ def test_an_experiment_recorded_before_the_baseline_settings_reads_them_as_it_ra
     cfg.sft.dataset = "d"
     with pytest.raises(ScoreError, match=r"sft\.dataset \('d_plus' -> 'd'\)"):
         check_experiment(tmp_path, cfg, main_process=True)
+
+
+def test_where_a_model_is_pushed_changes_no_result(tmp_path):
+    # push.* decides where final/ is uploaded, not what it holds: a resume or an experiment may change it.
+    pushed = ["push.repo=owner/name", "push.private=true"]
+    assert changed_settings(tiny(), tiny(*pushed)) == []
+    load_config(None, ["experiment.rows=[base, star, score]"]).save(tmp_path / "settings.yaml")
+    check_experiment(tmp_path, load_config(None, ["experiment.rows=[base, star, score]", *pushed]), True)

@@ -48,7 +48,7 @@ RESULT_NEUTRAL = {
     "train.report_to",
     "grader.workers",
 }
-NEUTRAL_SECTIONS = {"eval", "download", "experiment", "sft"}
+NEUTRAL_SECTIONS = {"eval", "download", "experiment", "sft", "push"}
 SCHEDULE = {"train.stage1_steps", "train.stage2_steps", "train.rounds"}
 # Checkpoints hold the trained parameters (a LoRA policy: its adapters, not the frozen base the run loads anew).
 # strict=False lets the load skip the frozen ones; the state it loads is the model's own, so nothing else is missed.
@@ -127,7 +127,7 @@ def changed_settings(saved: Config, new: Config) -> list[str]:
     return changed
 
 
-# An experiment's runs and evaluations depend on every setting but these (and download.*).
+# An experiment's runs and evaluations depend on every setting but these (and download.*, push.*).
 EXPERIMENT_NEUTRAL = {
     "model.base_dir",
     "train.output_dir",
@@ -164,7 +164,7 @@ def check_experiment(folder: Path, cfg: Config, main_process: bool) -> None:
             section, key = name.split(".")
             if key not in (written.get(section) or {}):
                 old[name] = value
-        neutral = ("download.",) if set(cfg.experiment.rows) & set(SUPERVISED_ROWS) else ("download.", "sft.")
+        neutral = ("download.", "push.") + (() if set(cfg.experiment.rows) & set(SUPERVISED_ROWS) else ("sft.",))
         differ = [
             f"{name} ({old.get(name)!r} -> {value!r})"
             for name, value in now.items()
