@@ -8,7 +8,7 @@ problems, evaluated greedily every train.eval_every steps (metrics.jsonl); the t
 live under saved_models/<--name>/<point>_seed<seed>/ and finished ones are reused, so processes given different
 points can share a sweep and a last call with every point prints the table: the held-out metrics of the last
 evaluation of each finished run, mean over seeds, with the number of seeds whose Δ(t1,t2) is above 0. --table-only
-trains nothing.
+trains nothing; --curves also prints each run's held-out evaluations step by step.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
 from score.config import load_config, resolve_path  # noqa: E402
-from score.experiment import row_config  # noqa: E402
+from score.experiment import P_FIX, row_config  # noqa: E402
 from score.monitor import PREFIX  # noqa: E402
 from score.trainer import train  # noqa: E402
 
@@ -30,11 +30,21 @@ RL_ROWS = ("score", "stage2_no_shaping", "stage2_shaping", "single_turn")
 COLUMNS = {"accuracy_t1": "t1", "accuracy_t2": "t2", "delta": "Δ", "delta_i_to_c": "Δ i→c", "delta_c_to_i": "Δ c→i"}
 
 
-def last_heldout(metrics_file: Path) -> dict[str, float]:
-    """The last held-out evaluation a run logged (keys without the prefix)."""
+def heldout_evaluations(metrics_file: Path) -> list[dict[str, float]]:
+    """Every held-out evaluation a run logged, in step order (keys without the prefix, and step)."""
     records = [json.loads(line) for line in metrics_file.read_text().splitlines()]
-    last = [r for r in records if PREFIX + "accuracy_t2" in r][-1]
-    return {key: last[PREFIX + key] for key in COLUMNS}
+    held = [r for r in records if PREFIX + "accuracy_t2" in r]
+    return [{"step": r["step"], **{key: r[PREFIX + key] for key in (*COLUMNS, P_FIX)}} for r in held]
+
+
+def curve_line(evaluations: list[dict[str, float]]) -> str:
+    """A run's held-out evaluations as 'step: t1/t2 c→i P(fix)' in percent, to see when attempt 2 learns."""
+    cells = [
+        f"{e['step']}: {100 * e['accuracy_t1']:.0f}/{100 * e['accuracy_t2']:.0f} "
+        f"{100 * e['delta_c_to_i']:.0f} {100 * (e[P_FIX] or 0):.0f}"
+        for e in evaluations
+    ]
+    return "; ".join(cells)
 
 
 def sweep_table(results: dict[str, list[dict[str, float]]]) -> str:
@@ -56,6 +66,7 @@ def main() -> None:
     parser.add_argument("--name", default="testbed-sweep", help="folder under train.output_dir")
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--table-only", action="store_true", help="print the table of finished runs")
+    parser.add_argument("--curves", action="store_true", help="also print every held-out evaluation of each run")
     args = parser.parse_args()
     results: dict[str, list[dict[str, float]]] = {}
     for name, *settings in args.point:
@@ -70,7 +81,10 @@ def main() -> None:
                 print(f"sweep: {name} seed {seed} {' '.join(settings)}", flush=True)
                 train(run)
             if (root / "final").is_dir():  # a run still training (another process) is left out
-                results[name].append(last_heldout(root / "metrics.jsonl"))
+                evaluations = heldout_evaluations(root / "metrics.jsonl")
+                results[name].append(evaluations[-1])
+                if args.curves:
+                    print(f"{name} seed {seed} (step: t1/t2 c→i P(c@t2|i@t1)) {curve_line(evaluations)}")
         if not results[name]:
             del results[name]
     print(sweep_table(results))

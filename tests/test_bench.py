@@ -132,11 +132,14 @@ def test_testbed_sweep_reads_the_last_heldout_evaluation_and_counts_positive_del
     import testbed_sweep
 
     held = {"accuracy_t1": 0.5, "accuracy_t2": 0.25, "delta": -0.25, "delta_i_to_c": 0.0, "delta_c_to_i": 0.25}
+    held["p_t2_right_given_t1_wrong"] = 0.25
     records = [{"step": 0, **{f"heldout_{k}": v for k, v in held.items()}}, {"step": 1, "loss": 0.1}]
     records.append({"step": 1, **{f"heldout_{k}": 2 * v for k, v in held.items()}})
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
-    last = testbed_sweep.last_heldout(tmp_path / "metrics.jsonl")
-    assert last == {k: 2 * v for k, v in held.items()}
+    evaluations = testbed_sweep.heldout_evaluations(tmp_path / "metrics.jsonl")
+    last = {k: evaluations[-1][k] for k in held}
+    assert [e["step"] for e in evaluations] == [0, 1] and last == {k: 2 * v for k, v in held.items()}
+    assert testbed_sweep.curve_line(evaluations) == "0: 50/25 25 25; 1: 100/50 50 50"
     table = testbed_sweep.sweep_table({"p": [held, last, {**held, "delta": 0.5}]})
     assert table.splitlines()[-1] == "| p | 66.7 | 33.3 | -8.3 | 0.0 | 33.3 | 1/3 |"
 
@@ -178,3 +181,8 @@ def test_testbed_sweep_trains_on_training_problems_only_and_reuses_finished_runs
     monkeypatch.setattr(sys, "argv", [*argv[:4], "2", *argv[4:], "--table-only"])
     testbed_sweep.main()
     assert capsys.readouterr().out.splitlines() == table
+    monkeypatch.setattr(sys, "argv", [*argv, "--table-only", "--curves"])
+    testbed_sweep.main()
+    curves = capsys.readouterr().out.splitlines()[:2]
+    assert [line.split(" (step:")[0] for line in curves] == ["tiny seed 0", "tiny seed 1"]
+    assert all(line.count(";") == 2 for line in curves)  # steps 0, 1 and 2
