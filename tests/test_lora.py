@@ -171,6 +171,8 @@ def test_bf16_autocast_lora_has_zero_kl_at_first_and_samples_the_merged_copy(
     assert rows[0]["kl_t1"] == 0.0 and rows[0]["kl_t2"] == 0.0 and rows[1]["kl_t1"] > 0
     (engine,), (policy,) = opened, policies
     assert engine.holds_weights and engine.model.dtype == torch.bfloat16
+    inside = [v.abs().sum() > 0 for k, v in policy.state_dict().items() if ".layers." in k and "lora_B" in k]
+    assert inside and all(inside)  # the adapters in the checkpointed layers got gradients (not only lm_head's)
     dropouts = [module.p for name, module in policy.named_modules() if name.endswith(".lora_dropout.default")]
     assert dropouts and set(dropouts) == {0.25}
     merged = merge_lora(policy.state_dict(), lora_scaling(policy))
