@@ -100,7 +100,7 @@ def test_adapters_off_is_the_base_and_merged_weights_are_the_adapted_model(untie
     assert all(torch.allclose(peft_merged[k], v, atol=1e-6) for k, v in base.state_dict().items())
 
 
-def test_lora_settings_are_checked_in_one_line(untied_model_dir):
+def test_lora_settings_are_checked_in_one_line(untied_model_dir, tiny_model_dir):
     for overrides, message in [
         (["model.lora_rank=-1"], "model.lora_rank"),
         (["model.lora_rank=8", "model.lora_alpha=0"], "model.lora_alpha"),
@@ -114,6 +114,10 @@ def test_lora_settings_are_checked_in_one_line(untied_model_dir):
         cfg = load_config(None, ["model.lora_rank=8", f"model.lora_target_modules=[{targets}]"])
         with pytest.raises(ScoreError, match=message):
             add_lora(AutoModelForCausalLM.from_pretrained(untied_model_dir), cfg.model)
+    # a tied output layer (tiny_model_dir ties it, as Qwen2.5-1.5B does): merged, its adapter would move the embeddings
+    cfg = load_config(None, ["model.lora_rank=8", "model.lora_target_modules=[q_proj,lm_head]"])
+    with pytest.raises(ScoreError, match="lm_head shares its weight with the input embeddings"):
+        add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cfg.model)
 
 
 def test_lora_training_moves_the_adapters_only_and_raises_reward(tmp_path, untied_model_dir, sample_jsonl, monkeypatch):

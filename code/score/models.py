@@ -100,9 +100,17 @@ def add_lora(model: torch.nn.Module, cfg: ModelConfig, seed: int = 0) -> torch.n
             policy = get_peft_model(model, config)
     except ValueError as e:  # no layer of those names
         raise ScoreError(f"model.lora_target_modules={targets}: {str(e).splitlines()[0]}") from None
-    for name, module in policy.named_modules():  # merge_lora merges linear layers only
-        if isinstance(module, LoraLayer) and not isinstance(module.base_layer, torch.nn.Linear):
+    embeddings = model.get_input_embeddings().weight
+    for name, module in policy.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        if not isinstance(module.base_layer, torch.nn.Linear):  # merge_lora merges linear layers only
             raise ScoreError(f"model.lora_target_modules: {name} is not a linear layer; adapters go on linear layers")
+        if module.base_layer.weight is embeddings:  # merged, the one tied weight would change the embeddings too
+            raise ScoreError(
+                f"model.lora_target_modules: {name} shares its weight with the input embeddings "
+                "(tie_word_embeddings), so merged weights cannot hold its adapter; leave it out"
+            )
     return policy
 
 
