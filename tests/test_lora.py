@@ -322,3 +322,14 @@ def test_the_hf_engine_copy_of_an_adapter_folder_is_its_merged_model(tmp_path, u
     assert all(torch.allclose(copy[k].float(), start[k], rtol=1e-2, atol=1e-3) for k in start)
     engine.load_weights(start)  # a sync
     assert all(torch.equal(copy[k], start[k].to(torch.bfloat16)) for k in start)
+
+
+def test_an_adapter_only_final_with_the_vllm_engine_is_refused_before_training(
+    tmp_path, untied_model_dir, sample_jsonl, monkeypatch
+):
+    # vLLM cannot load an adapter-only final/, so run.slurm's evaluation would fail only after the whole run
+    monkeypatch.setattr(trainer_module, "resolve_engine_name", lambda name: "vllm")
+    cfg = tiny_config(tmp_path, untied_model_dir, sample_jsonl, *LORA)
+    with pytest.raises(ScoreError, match="model.lora_merge_on_save=false with the vllm engine"):
+        train(cfg, reward_fn=contains("y"))
+    assert not (tmp_path / "runs" / cfg.train.run_name).exists()

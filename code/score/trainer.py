@@ -185,6 +185,12 @@ def start_run(cfg: Config) -> Run:
     sharded = sharding_requested(accelerator)
     if sharded:
         check_sharding_settings(t.micro_batch_tokens)
+    if cfg.model.lora_rank and not cfg.model.lora_merge_on_save and resolve_engine_name(cfg.rollout.engine) == "vllm":
+        # refused before training, not after it when run.slurm's evaluation of final/ would fail
+        raise ScoreError(
+            "model.lora_merge_on_save=false with the vllm engine: final/ would hold an adapter only, which vLLM "
+            "does not load; set model.lora_merge_on_save=true (or rollout.engine=hf)"
+        )
     files = RunFiles(resolve_path(t.output_dir) / t.run_name)
     with writing(files.root):  # the lock file is the first thing written there
         hold_folder(files.root / ".lock", "train.run_name", accelerator.is_main_process)
