@@ -47,7 +47,7 @@ test: lint setup-vllm
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(VLLM_BIN)/pytest -m vllm
 
 # The embedded default: the CPU testbed (configs/testbed.yaml), its base model built here by SFT, one seed of
-# SCoRe against the base model. 151 s on 2 cores, no network (README, "Two commands").
+# SCoRe against the base model. 260 s on 2 shared cores, no network (README, "Two commands").
 DEMO := $(BIN)/python code/main.py
 demo: setup
 	$(DEMO) --task download --config configs/testbed.yaml
@@ -57,7 +57,7 @@ demo: setup
 	@echo "This demo ran a small model built on this machine on a synthetic addition task: it shows the pipeline"
 	@echo "and SCoRe's mechanics working end to end, not the paper's MATH numbers. A real run (GPU, network):"
 	@echo "  python code/main.py --task download && python code/main.py --task train && python code/main.py --task evaluate"
-	@echo "The full testbed experiment (9 rows x 5 seeds, about 6 minutes per seed on 2 cores, see README):"
+	@echo "The full testbed experiment (5 rows x 5 seeds; its time and table are in README):"
 	@echo "  .venv/bin/python code/main.py --task experiment --config configs/testbed.yaml"
 
 # What make demo built: the testbed task, its base model and the demo's runs.
