@@ -47,7 +47,7 @@ test: lint setup-vllm
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(VLLM_BIN)/pytest -m vllm
 
 # The embedded default: the CPU testbed (configs/testbed.yaml), its base model built here by SFT, one seed of
-# SCoRe against the base model. 260 s on 2 shared cores, no network (README, "Two commands").
+# SCoRe against the base model. 116 s on 2 cores, no network (README, "Two commands").
 DEMO := $(BIN)/python code/main.py
 demo: setup
 	$(DEMO) --task download --config configs/testbed.yaml
