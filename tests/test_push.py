@@ -188,3 +188,21 @@ def test_a_failing_hub_is_one_error_line(tmp_path, hub, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     with pytest.raises(ScoreError, match=r"^push of .*final to alice/m failed: [^\n]+$"):
         push(cfg)
+
+
+def test_a_pushed_adapter_names_its_base_by_the_cards_hub_id(tmp_path, hub, capsys):
+    # peft wrote the path the base was loaded from; on the hub that path means nothing
+    _, received = hub
+    final = model_folder(tmp_path)
+    local = {"r": 4, "base_model_name_or_path": str(tmp_path / "base_models" / "Qwen2.5-1.5B-Instruct")}
+    (final / "adapter" / "adapter_config.json").write_text(json.dumps(local))
+    cfg = load_config(None, [f"push.folder={final}", "push.repo=alice/tiny-score"])
+    push(cfg)
+    sent = json.loads(received.commits[0]["files"]["adapter/adapter_config.json"])
+    assert sent == {"r": 4, "base_model_name_or_path": "Qwen/Qwen2.5-1.5B-Instruct"}
+    assert json.loads((final / "adapter" / "adapter_config.json").read_text()) == local  # the folder is untouched
+    # a card without a hub base_model: the file goes as it is, with one warning line
+    (final / "README.md").write_text("---\ntags:\n- score\n---\n\n# tiny\n")
+    push(cfg)
+    assert received.commits[1]["files"] == folder_files(final)
+    assert capsys.readouterr().out.count("warning:") == 1
