@@ -16,7 +16,7 @@ TOKEN = "hf_standin_token"
 
 
 class StandInHub(BaseHTTPRequestHandler):
-    """Just the endpoints HfApi.create_repo, create_branch and upload_folder call, as the hub answers them, with every
+    """Just the endpoints HfApi.create_repo, create_branch and create_commit call, as the hub answers them, with every
     file in "regular" upload mode (its bytes go in the commit itself: no LFS or Xet transfer). Records each request
     and the files each commit carries; any other request is answered 404 and recorded too."""
 
