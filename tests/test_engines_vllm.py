@@ -192,7 +192,6 @@ def tiny_config(tmp_path: Path, model_dir: Path, data: Path, *overrides: str):
 
 
 def test_train_then_evaluate_with_vllm(tmp_path, sample_jsonl):
-    from score.evaluate import evaluate
     from score.trainer import train
 
     model_dir = build(tmp_path / "model", tied=True)
@@ -213,19 +212,12 @@ def test_train_then_evaluate_with_vllm(tmp_path, sample_jsonl):
         assert 0 <= r["drift_logp_mean"] <= r["drift_logp_max"] < 1e-2  # fp32 kernels agree closely
         assert r["seconds_sync"] > 0
     # the evaluation of the trained model: the same metrics from both engines
-    metrics = {}
-    for engine in ("vllm", "hf"):
-        cfg.rollout.engine, cfg.eval.name = engine, f"eval_{engine}"
-        out = evaluate(cfg)
-        metrics[engine] = json.loads((out / "metrics.json").read_text())
-        texts = [json.loads(line)["attempts"] for line in (out / "generations.jsonl").read_text().splitlines()]
-        metrics[engine]["texts"] = sorted(json.dumps(t) for t in texts)
+    metrics = metrics_by_engine(cfg)
     assert metrics["vllm"]["n"] == 8
     assert metrics["vllm"] == metrics["hf"]
 
 
 def test_train_lora_then_evaluate_the_merged_weights_with_vllm(tmp_path, sample_jsonl):
-    from score.evaluate import evaluate
     from score.trainer import train
 
     model_dir = build(tmp_path / "model", tied=True)
@@ -238,13 +230,7 @@ def test_train_lora_then_evaluate_the_merged_weights_with_vllm(tmp_path, sample_
     for r in rows:  # the engine samples what the trainer scores: merged weights, synced after every step
         assert 0 <= r["drift_logp_mean"] <= r["drift_logp_max"] < 1e-2
     # final/ holds the merged weights as a plain model: both engines evaluate it alike
-    metrics = {}
-    for engine in ("vllm", "hf"):
-        cfg.rollout.engine, cfg.eval.name = engine, f"eval_{engine}"
-        out = evaluate(cfg)
-        metrics[engine] = json.loads((out / "metrics.json").read_text())
-        texts = [json.loads(line)["attempts"] for line in (out / "generations.jsonl").read_text().splitlines()]
-        metrics[engine]["texts"] = sorted(json.dumps(t) for t in texts)
+    metrics = metrics_by_engine(cfg)
     assert metrics["vllm"]["n"] == 8 and metrics["vllm"] == metrics["hf"]
 
 
@@ -361,3 +347,17 @@ def test_two_processes_each_with_an_engine_train_follow_the_weights_and_reproduc
         return [{k: v for k, v in row.items() if not k.startswith("seconds_")} for row in rows]
 
     assert measured(results[0]["first"]["metrics"]) == measured(results[0]["second"]["metrics"])
+
+
+def metrics_by_engine(cfg) -> dict[str, dict]:
+    """The evaluation of cfg's trained model by each engine: its metrics and its sorted generations ("texts")."""
+    from score.evaluate import evaluate
+
+    metrics = {}
+    for engine in ("vllm", "hf"):
+        cfg.rollout.engine, cfg.eval.name = engine, f"eval_{engine}"
+        out = evaluate(cfg)
+        metrics[engine] = json.loads((out / "metrics.json").read_text())
+        texts = [json.loads(line)["attempts"] for line in (out / "generations.jsonl").read_text().splitlines()]
+        metrics[engine]["texts"] = sorted(json.dumps(t) for t in texts)
+    return metrics
