@@ -239,7 +239,8 @@ MinJobAge=3600
             self.run("scancel", f"--partition={self.partition}")
             self.wait_for(lambda: not self.run("squeue", "-h"), "this cluster's jobs to end", timeout=60)
         except (AssertionError, subprocess.SubprocessError) as e:  # a broken controller: the daemons stop anyway
-            print(f"cleanup: this cluster's jobs were not cancelled ({str(e).splitlines()[0][:200]}); stopping daemons")
+            reason = (str(e) or type(e).__name__).splitlines()[0][:200]
+            print(f"cleanup: this cluster's jobs were not cancelled ({reason}); stopping its daemons")
         for p in reversed(self.processes):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
