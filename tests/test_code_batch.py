@@ -34,6 +34,11 @@ def test_run_tests_reward_and_rewards():
     assert rewards(["no code here", "def double(x): return 4"], [tests, tests], workers=1) == [0.0, 1.0]
     with pytest.raises(ValueError, match="test sets"):
         rewards(["x"], [])
+    helper = "def twice(x):\n    return 2 * x\n"  # a preamble's helper, as HumanEval's prompts hold them
+    assert rewards(["def double(x): return twice(x)"], [tests], workers=1, preambles=[helper]) == [1.0]
+    assert rewards(["def double(x): return twice(x)"], [tests], workers=1) == [0.0]
+    with pytest.raises(ValueError, match="^1 preambles but 2 test sets"):
+        rewards(["x", "y"], [tests, tests], preambles=["import math"])
 
 
 def test_a_batch_mixes_math_and_code():

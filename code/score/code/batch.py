@@ -46,8 +46,10 @@ def rewards(
 ) -> list[float]:
     """1.0 for each answer whose program (extract_program), after its preamble when given (HumanEval's stub, its
     imports and helpers), passes its tests, else 0.0; answers without a program are not run."""
-    if len(solutions) != len(tests) or (preambles is not None and len(preambles) != len(tests)):
+    if len(solutions) != len(tests):
         raise ValueError(f"{len(solutions)} solutions but {len(tests)} test sets")
+    if preambles is not None and len(preambles) != len(tests):
+        raise ValueError(f"{len(preambles)} preambles but {len(tests)} test sets")
     programs = [extract_program(s) for s in solutions]
     found = [i for i, p in enumerate(programs) if p is not None]
     if preambles is not None:
