@@ -583,7 +583,7 @@ def parse_override(text: str) -> tuple[str, str, yaml.Node]:
     try:
         node = yaml.compose(raw, Loader=yaml.SafeLoader) if raw.strip() else None
     except yaml.YAMLError as e:
-        raise ScoreError(f"--set {text!r}: cannot read value ({str(e).splitlines()[0]})") from None
+        raise ScoreError(f"--set {text!r}: cannot read value ({first_line(e)})") from None
     return section, key, node or yaml.ScalarNode(STR_TAG, "")
 
 
@@ -599,7 +599,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         try:
             root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
         except yaml.YAMLError as e:
-            raise ScoreError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+            raise ScoreError(f"{path}: not valid YAML ({first_line(e)})") from None
         if root is not None and not isinstance(root, yaml.MappingNode):
             raise ScoreError(f"{path}: expected a mapping of sections")
         for section, values in (_mapping(root, str(path)) if root else {}).items():

@@ -15,7 +15,7 @@ from accelerate.utils import DistributedType, parse_flag_from_env
 from torch import Tensor
 from transformers import AutoModelForCausalLM
 
-from score.config import ModelConfig, ScoreError, resolve_path
+from score.config import ModelConfig, ScoreError, first_line, resolve_path
 
 
 def resolve_model_path(name: str, base_dir: str) -> Path:
@@ -38,7 +38,7 @@ def load_model(path: Path, model: ModelConfig, dtype: torch.dtype) -> torch.nn.M
             base or path, dtype=dtype, attn_implementation=model.attn_implementation
         )
     except ImportError as e:  # an attention kernel whose package is not installed (flash_attention_2 on a CPU)
-        raise ScoreError(f"model.attn_implementation={model.attn_implementation}: {str(e).splitlines()[0]}") from None
+        raise ScoreError(f"model.attn_implementation={model.attn_implementation}: {first_line(e)}") from None
     if base is None:
         return loaded
     from peft import PeftModel
@@ -99,7 +99,7 @@ def add_lora(model: torch.nn.Module, cfg: ModelConfig, seed: int = 0) -> torch.n
             torch.manual_seed(seed)
             policy = get_peft_model(model, config)
     except ValueError as e:  # no layer of those names
-        raise ScoreError(f"model.lora_target_modules={targets}: {str(e).splitlines()[0]}") from None
+        raise ScoreError(f"model.lora_target_modules={targets}: {first_line(e)}") from None
     embeddings = model.get_input_embeddings().weight
     for name, module in policy.named_modules():
         if not isinstance(module, LoraLayer):
