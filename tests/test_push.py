@@ -206,3 +206,7 @@ def test_a_pushed_adapter_names_its_base_by_the_cards_hub_id(tmp_path, hub, caps
     push(cfg)
     assert received.commits[1]["files"] == folder_files(final)
     assert capsys.readouterr().out.count("warning:") == 1
+    (final / "adapter" / "adapter_config.json").write_text("{not json")
+    with pytest.raises(ScoreError, match=r"^push of .* failed: .*final/adapter/adapter_config.json is damaged \("):
+        push(cfg)
+    assert len(received.commits) == 2  # nothing uploaded

@@ -96,15 +96,21 @@ def held_weights(final: Path) -> tuple[bool, Path | None]:
     return full, next((p for p in (final / ADAPTER, final / "adapter" / ADAPTER) if p.is_file()), None)
 
 
-def weights_text(final: Path, full: bool, adapter: Path | None) -> str:
-    if adapter is None:
-        return "full weights (safetensors) and tokenizer"
+def adapter_settings(adapter: Path) -> dict:
+    """peft's adapter_config.json as a dict; one error line when it is damaged."""
     try:
         lora = json.loads(adapter.read_text())
     except ValueError:  # not JSON, or not text
         lora = None
     if not isinstance(lora, dict):
         raise ScoreError(f"{adapter} is damaged (not a JSON object)")
+    return lora
+
+
+def weights_text(final: Path, full: bool, adapter: Path | None) -> str:
+    if adapter is None:
+        return "full weights (safetensors) and tokenizer"
+    lora = adapter_settings(adapter)
     modules = lora.get("target_modules")
     modules = ", ".join(sorted(modules)) if isinstance(modules, list) else modules
     text = (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi, get_token, metadata_load
 
-from score.card import HUB_ID
+from score.card import ADAPTER, HUB_ID, adapter_settings
 from score.config import Config, ScoreError, first_line, resolve_path
 from score.evaluate import MODEL_CARD
 
@@ -32,9 +32,9 @@ def upload_operations(folder: Path) -> list[CommitOperationAdd]:
     operations = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         content: Path | bytes = path
-        if path.name == "adapter_config.json":
-            adapter = json.loads(path.read_text())
-            named = adapter.get("base_model_name_or_path") if isinstance(adapter, dict) else None
+        if path.name == ADAPTER:
+            adapter = adapter_settings(path)
+            named = adapter.get("base_model_name_or_path")
             if named and (Path(named).is_absolute() or Path(named).is_dir()):
                 if base:
                     content = (json.dumps({**adapter, "base_model_name_or_path": base}, indent=2) + "\n").encode()
