@@ -14,7 +14,6 @@ trains nothing; --curves also prints each run's held-out evaluations step by ste
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
 from score.config import load_config, resolve_path  # noqa: E402
 from score.experiment import P_FIX, row_config  # noqa: E402
-from score.monitor import PREFIX  # noqa: E402
+from score.logs import heldout_table  # noqa: E402
 from score.trainer import train  # noqa: E402
 
 RL_ROWS = ("score", "stage2_no_shaping", "stage2_shaping", "single_turn")
@@ -32,9 +31,8 @@ COLUMNS = {"accuracy_t1": "t1", "accuracy_t2": "t2", "delta": "Δ", "delta_i_to_
 
 def heldout_evaluations(metrics_file: Path) -> list[dict[str, float]]:
     """Every held-out evaluation a run logged, in step order (keys without the prefix, and step)."""
-    records = [json.loads(line) for line in metrics_file.read_text().splitlines()]
-    held = [r for r in records if PREFIX + "accuracy_t2" in r]
-    return [{"step": r["step"], **{key: r[PREFIX + key] for key in (*COLUMNS, P_FIX)}} for r in held]
+    columns, rows = heldout_table(metrics_file)
+    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 def curve_line(evaluations: list[dict[str, float]]) -> str:
