@@ -35,6 +35,7 @@ from test_trainer import (  # noqa: F401 (fresh_accelerate_state: a fixture)
     fresh_accelerate_state,
     mean,
     metrics,
+    record_calls,
     run_cli,
     tiny_cli_overrides,
     tiny_config,
@@ -121,9 +122,7 @@ def test_lora_settings_are_checked_in_one_line(untied_model_dir, tiny_model_dir)
 
 
 def test_lora_training_moves_the_adapters_only_and_raises_reward(tmp_path, untied_model_dir, sample_jsonl, monkeypatch):
-    policies = []
-    finish = trainer_module.finish
-    monkeypatch.setattr(trainer_module, "finish", lambda run: policies.append(run.policy) or finish(run))
+    finished = record_calls(monkeypatch, "finish")
     cfg = tiny_config(tmp_path, untied_model_dir, sample_jsonl, "train.stage1_steps=30", "train.stage2_steps=0",
                       *RL_BATCH, "train.lr=1e-2", *LORA, "model.lora_merge_on_save=true")  # fmt: skip
     run = train(cfg, reward_fn=contains("y"))
@@ -131,7 +130,8 @@ def test_lora_training_moves_the_adapters_only_and_raises_reward(tmp_path, untie
     assert rows[0]["kl_t1"] == 0.0 and rows[0]["kl_t2"] == 0.0  # the reference is the policy before any update
     start, end = mean(r["reward_t2"] for r in rows[:5]), mean(r["reward_t2"] for r in rows[-5:])
     assert end > start + 0.4, (start, end)
-    (policy,) = policies
+    (((finished_run,), _),) = finished
+    policy = finished_run.policy
     base = load_file(untied_model_dir / "model.safetensors")
     state = policy.state_dict()
     plain = lambda name: name.removeprefix("base_model.model.").replace(".base_layer.", ".")  # noqa: E731
@@ -162,18 +162,14 @@ def test_bf16_autocast_lora_has_zero_kl_at_first_and_samples_the_merged_copy(
     # weights after every step. Activation checkpointing recomputes the layers and still reaches the adapters; the
     # adapters keep their dropout (the base model's is off).
     monkeypatch.setattr(trainer_module, "weight_dtypes", lambda model, on_gpu: weight_dtypes(model, on_gpu=True))
-    opened, policies = [], []
-    open_engine, finish = trainer_module.open_engine, trainer_module.finish
-    monkeypatch.setattr(
-        trainer_module, "open_engine", lambda *a, **k: opened.append(open_engine(*a, **k)) or opened[-1]
-    )
-    monkeypatch.setattr(trainer_module, "finish", lambda run: policies.append(run.policy) or finish(run))
+    opened, finished = record_calls(monkeypatch, "open_engine"), record_calls(monkeypatch, "finish")
     cfg = tiny_config(tmp_path, untied_model_dir, sample_jsonl, "rollout.engine=hf", "train.stage1_steps=1",
                       "train.stage2_steps=1", "train.lr=1e-2", "model.gradient_checkpointing=true",
                       "model.lora_dropout=0.25", *LORA)  # fmt: skip
     rows = metrics(train(cfg, reward_fn=contains("y")))
     assert rows[0]["kl_t1"] == 0.0 and rows[0]["kl_t2"] == 0.0 and rows[1]["kl_t1"] > 0
-    (engine,), (policy,) = opened, policies
+    ((_, engine),), (((finished_run,), _),) = opened, finished
+    policy = finished_run.policy
     assert engine.holds_weights and engine.model.dtype == torch.bfloat16
     inside = [v.abs().sum() > 0 for k, v in policy.state_dict().items() if ".layers." in k and "lora_B" in k]
     assert inside and all(inside)  # the adapters in the checkpointed layers got gradients (not only lm_head's)
@@ -297,14 +293,12 @@ def test_a_bfloat16_base_trains_float32_adapters_and_samples_itself(
 ):
     # model.dtype=bfloat16: the frozen base in bf16 (half of fp32), the adapters in fp32 (peft's default); the policy
     # computes in bf16 without autocast, so the HF engine samples it directly, with no copy to sync.
-    runs = []
-    finish = trainer_module.finish
-    monkeypatch.setattr(trainer_module, "finish", lambda run: runs.append(run) or finish(run))
+    finished = record_calls(monkeypatch, "finish")
     cfg = tiny_config(tmp_path, untied_model_dir, sample_jsonl, "train.stage1_steps=2", "train.stage2_steps=0",
                       "train.lr=1e-2", "model.dtype=bfloat16", "rollout.engine=hf", *LORA)  # fmt: skip
     rows = metrics(train(cfg, reward_fn=contains("y")))
     assert rows[0]["kl_t1"] == 0.0 and rows[0]["kl_t2"] == 0.0 and rows[1]["kl_t1"] > 0
-    (run,) = runs
+    (((run,), _),) = finished
     assert run.engine is None
     dtypes = {("lora_" in name, param.dtype) for name, param in run.policy.named_parameters()}
     assert dtypes == {(True, torch.float32), (False, torch.bfloat16)}

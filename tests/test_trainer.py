@@ -74,6 +74,18 @@ def mean(values) -> float:
     return sum(values) / len(values)
 
 
+def record_calls(monkeypatch, name: str) -> list[tuple[tuple, object]]:
+    """trainer.<name> still runs, and each call is recorded as (its positional arguments, its result)."""
+    original, calls = getattr(trainer_module, name), []
+
+    def recorded(*args, **kwargs):
+        calls.append((args, original(*args, **kwargs)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(trainer_module, name, recorded)
+    return calls
+
+
 def test_stage_schedule_and_rounds():
     cfg = load_config(None, ["train.stage1_steps=2", "train.stage2_steps=3", "train.rounds=2"])
     assert stage_schedule(cfg) == [1, 1, 2, 2, 2, 1, 1, 2, 2, 2]
@@ -182,17 +194,12 @@ def test_hf_samples_a_bf16_copy_synced_after_every_step_under_bf16_autocast(
     # The GPU path, emulated on the CPU: fp32 master weights under bf16 autocast sample from the HF engine's bf16
     # copy, which holds the trained weights after every optimizer step.
     monkeypatch.setattr(trainer_module, "weight_dtypes", lambda model, on_gpu: weight_dtypes(model, on_gpu=True))
-    opened, synced = [], []
-    open_engine, sync_engine = trainer_module.open_engine, trainer_module.sync_engine
-    monkeypatch.setattr(
-        trainer_module, "open_engine", lambda *a, **k: opened.append(open_engine(*a, **k)) or opened[-1]
-    )
-    monkeypatch.setattr(trainer_module, "sync_engine", lambda run: synced.append(sync_engine(run)))
+    opened, synced = record_calls(monkeypatch, "open_engine"), record_calls(monkeypatch, "sync_engine")
     cfg = tiny_config(
         tmp_path, tiny_model_dir, sample_jsonl, "rollout.engine=hf", "train.stage1_steps=1", "train.stage2_steps=1"
     )
     run = train(cfg, reward_fn=contains("y"))
-    (engine,) = opened
+    ((_, engine),) = opened
     assert engine.holds_weights and engine.model.dtype == torch.bfloat16 and len(synced) == 2
     final = final_weights(run)
     assert not torch.equal(
