@@ -32,6 +32,7 @@ from test_trainer import (  # noqa: F401 (fresh_accelerate_state: a fixture)
     FSDP,
     RL_BATCH,
     contains,
+    crash_in_step,
     fresh_accelerate_state,
     mean,
     metrics,
@@ -183,16 +184,8 @@ def test_bf16_autocast_lora_has_zero_kl_at_first_and_samples_the_merged_copy(
 def test_lora_resume_ends_with_the_same_adapters(tmp_path, untied_model_dir, sample_jsonl):
     overrides = ["train.stage1_steps=2", "train.stage2_steps=2", "train.save_every=2", "train.lr=1e-2", *LORA]
     straight = train(tiny_config(tmp_path / "a", untied_model_dir, sample_jsonl, *overrides), contains("y"))
-    calls = {"n": 0}
-
-    def crash_after_checkpoint(texts, problems):
-        calls["n"] += 1
-        if calls["n"] > 4:  # two scored attempts a step: step 3 dies after the step-2 checkpoint
-            raise KeyboardInterrupt
-        return contains("y")(texts, problems)
-
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(tmp_path / "b", untied_model_dir, sample_jsonl, *overrides), crash_after_checkpoint)
+    with pytest.raises(KeyboardInterrupt):  # step 3 dies after the step-2 checkpoint
+        train(tiny_config(tmp_path / "b", untied_model_dir, sample_jsonl, *overrides), crash_in_step(3, contains("y")))
     resumed = train(
         tiny_config(tmp_path / "b", untied_model_dir, sample_jsonl, *overrides, "train.resume=true"), contains("y")
     )
