@@ -17,6 +17,7 @@ from score.config import Config, first_line
 from score.data import Problem
 from score.diagnostics import edit_distance, same_answer
 from score.grader import extract_answer
+from score.monitor import PREFIX
 from score.rollout import Rollout
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def step_record(accelerator, rollout, summed, times, step, stage, scheduler, gra
 
 def tracker_tag(key: str) -> str:
     """A metrics.jsonl key as the trackers show it: heldout_x -> heldout/x, any other x -> train/x."""
-    return key.replace("heldout_", "heldout/", 1) if key.startswith("heldout_") else f"train/{key}"
+    return key.replace(PREFIX, "heldout/", 1) if key.startswith(PREFIX) else f"train/{key}"
 
 
 def tracker_values(record: dict) -> dict[str, float]:
@@ -105,10 +106,10 @@ def hyperparameters(cfg: Config) -> dict[str, object]:
 def heldout_table(metrics: Path) -> tuple[list[str], list[list]]:
     """The held-out evaluations in metrics.jsonl as (columns, rows): step, then the metrics without their prefix."""
     records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
-    records = [r for r in records if any(key.startswith("heldout_") for key in r)]
-    keys = list(dict.fromkeys(key for r in records for key in r if key.startswith("heldout_")))
+    records = [r for r in records if any(key.startswith(PREFIX) for key in r)]
+    keys = list(dict.fromkeys(key for r in records for key in r if key.startswith(PREFIX)))
     rows = [[r["step"], *(r.get(key) for key in keys)] for r in records]
-    return ["step", *(key.removeprefix("heldout_") for key in keys)], rows
+    return ["step", *(key.removeprefix(PREFIX) for key in keys)], rows
 
 
 def start_tracker(
