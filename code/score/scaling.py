@@ -30,7 +30,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def answer_classes(answers: list[str | None], timeout: float = 2.0, math: bool = True) -> list[int | None]:
+def answer_classes(answers: list[str | None], timeout: float = 2.0, is_math: bool = True) -> list[int | None]:
     """The equivalence class of each answer (None: no answer), numbered in order of first appearance.
 
     An answer joins the first class whose first answer it is equivalent to (grader.is_equivalent, at most
@@ -43,7 +43,9 @@ def answer_classes(answers: list[str | None], timeout: float = 2.0, math: bool =
         if not text:
             classes.append(None)
             continue
-        match = (i for i, first in enumerate(firsts) if text == first or (math and is_equivalent(text, first, timeout)))
+        match = (
+            i for i, first in enumerate(firsts) if text == first or (is_math and is_equivalent(text, first, timeout))
+        )
         found = next(match, len(firsts))
         if found == len(firsts):
             firsts.append(text)
@@ -77,10 +79,10 @@ def sampled_metrics(records: list[list[list[dict]]], timeout: float = 2.0, domai
         # Classes of all n answers at once: the first k samples' classes are those of a vote among them alone.
         votes = [
             (
-                answer_classes([s[t]["answer"] for s in samples[:n]], timeout, math),
+                answer_classes([s[t]["answer"] for s in samples[:n]], timeout, domain == "math"),
                 [s[t]["correct"] for s in samples[:n]],
             )
-            for samples, math in zip(records, [d == "math" for d in domains or ["math"] * problems], strict=True)
+            for samples, domain in zip(records, domains or ["math"] * problems, strict=True)
         ]
         out[f"majority_at_k_t{t + 1}"] = {
             k: sum(majority_correct(classes[:k], correct[:k]) for classes, correct in votes) / problems
