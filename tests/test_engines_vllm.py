@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import random
-import socket
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from score.engines import open_engine
 from score.engines.hf import HFEngine
 from score.models import add_lora, lora_scaling, merge_lora, transformers_model
 from score.rollout import generate_rollouts
+from test_models import free_port
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 pytestmark = pytest.mark.vllm
@@ -267,12 +267,6 @@ def test_star_samples_every_round_from_the_fine_tuned_weights(tmp_path, sample_j
     )  # fmt: skip
     baselines.run_star(cfg, tmp_path / "star", model_dir)
     assert len(seen) == 2 and not torch.equal(seen[0], seen[1])  # round 2's model is another model
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def two_process_worker(rank: int, port: int, model_dir: Path, data: Path, out: Path, problems: list[Problem]) -> None:
