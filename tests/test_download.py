@@ -1,5 +1,4 @@
 import io
-import socket
 import tarfile
 import threading
 from functools import partial
@@ -10,6 +9,7 @@ from score import download as dl
 from score import tiny
 from score.config import Config, ModelConfig, ScoreError
 from score.data import load_math
+from test_models import free_port
 
 SAMPLES = tiny.sample_problems()
 TEST_IDS = [r["unique_id"] for r in SAMPLES if r["unique_id"].startswith("test/")]
@@ -102,12 +102,6 @@ def sample_tar(tmp_path) -> bytes:
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         tar.add(math_dir, arcname="MATH")
     return buffer.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again on exit: nothing listens there
 
 
 def test_math_tar_over_http(tmp_path, server, fake_hub, capsys):

@@ -31,6 +31,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from score.config import REPO_ROOT
+from test_models import free_port
 
 pytestmark = pytest.mark.slurm
 
@@ -61,12 +62,6 @@ def skip(request, reason: str) -> None:
     with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
         print(f"\ntests/test_slurm.py skipped: {reason}")
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class NodeNetwork:
