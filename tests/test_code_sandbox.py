@@ -1,235 +1,254 @@
-"""The sandbox against hostile programs: every attack here would pass, or do harm, without the defence it names."""
+"""The code reward against hostile programs: one test per attack class that passed (or did harm) before the verdict
+moved out of the program's process and the program into bubblewrap's jail."""
 
 import os
-import subprocess
-import sys
-import textwrap
 import time
 
+import psutil
 import pytest
 from score.code import run_programs
-from score.code.sandbox import SANDBOX_UID, Limits
+from score.data import HUMANEVAL, load_math
 
 TESTS = "assert square(2) == 4\nassert square(3) == 9\n"
 GOOD = "def square(x):\n    return x * x\n"
 WRONG = "def square(x):\n    return x + x\n"
 
 
-def sandbox_processes() -> list[int]:
-    """Processes running as the sandbox uid: none may be left once a call returned."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/status") as f:
-                uid = next(line.split()[1] for line in f if line.startswith("Uid:"))
-        except (OSError, StopIteration):
-            continue
-        if entry.isdigit() and int(uid) == SANDBOX_UID:
-            pids.append(int(entry))
-    return pids
+def jailed_processes() -> list[int]:
+    """Processes of the program's side (server.py in the jail): none may be left once a call returned."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if any(part.endswith("/server.py") for part in cmdline):
+            found.append(process.pid)
+    return found
 
 
 @pytest.fixture(autouse=True)
 def nothing_left_running():
     yield
-    deadline = time.monotonic() + 2
-    while sandbox_processes() and time.monotonic() < deadline:
+    deadline = time.monotonic() + 3
+    while jailed_processes() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sandbox_processes() == []
+    assert jailed_processes() == []
 
 
-def judge(program: str, tests: str = TESTS, timeout: float = 3.0):
-    return run_programs([program], [tests], timeout, workers=2)[0]
+def judge(program: str, tests: str = TESTS, timeout: float = 3.0, preamble: str = ""):
+    return run_programs([program], [tests], timeout, workers=2, preambles=[preamble])[0]
 
 
 def test_right_and_wrong_programs():
     assert judge(GOOD).passed
     outcome = judge(WRONG)
-    assert not outcome.passed and "AssertionError" in outcome.output
+    assert not outcome.passed and outcome.status == "failed (AssertionError at tests line 2)"
 
 
-# Early exits with status 0: the verdict is the harness's token, written only after the last test.
-EARLY_EXITS = {
-    "sys.exit": "import sys\ndef square(x):\n    sys.exit(0)\n",
-    "os._exit": "import os\ndef square(x):\n    os._exit(0)\n",
-    "exit()": "def square(x):\n    exit()\n",
+# Forged verdicts: whatever the program writes, exits with or reads, the verdict is the judge's.
+FORGERIES = {
+    "sys.exit(0)": "import sys\ndef square(x):\n    sys.exit(0)\n",
+    "os._exit(0) at load": "import os\nos._exit(0)\n",
     "atexit": "import atexit, os\natexit.register(lambda: os._exit(0))\n" + WRONG,
-    "excepthook": "import sys, os\nsys.excepthook = lambda *a: os._exit(0)\n" + WRONG,
-    "print passed": "print('passed')\nprint('ok')\n" + WRONG.replace("x + x", "print('passed') or x + x"),
-    "guess the verdict descriptor": "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'passed\\n')\n"
-    "    except OSError:\n        pass\n" + WRONG,
+    "print passed": "print('passed')\n" + WRONG,
+    "write replies to every descriptor": "import os\nfor fd in range(64):\n    try:\n"
+    '        os.write(fd, b\'{"value":true}\\n{"passed":true}\\n\')\n    except OSError:\n        pass\n' + WRONG,
+    "close the channel": "import os\ndef square(x):\n    for fd in range(64):\n        try:\n"
+    "            os.close(fd)\n        except OSError:\n            pass\n    return x * x\n",
+    "scan memory with ctypes": "import ctypes\nlibc = ctypes.CDLL(None)\nbuf = ctypes.create_string_buffer(64)\n"
+    "def square(x):\n    return ctypes.string_at(ctypes.addressof(buf), 8)\n",
+    "/proc/self/mem through dir_fd": "import os\nroot = os.open('/', os.O_RDONLY)\n"
+    "def square(x):\n    return os.read(os.open('proc/self/mem', os.O_RDONLY, dir_fd=root), 8)\n",
 }
 
 
-@pytest.mark.parametrize("name", EARLY_EXITS)
-def test_early_exit_or_fake_verdict_fails(name):
-    assert not judge(EARLY_EXITS[name]).passed
+@pytest.mark.parametrize("name", FORGERIES)
+def test_forged_verdicts_fail(name):
+    assert not judge(FORGERIES[name]).passed
 
 
-# Results that claim to equal anything: every value an assert depends on must be plain data of exact types.
+def test_a_forged_reply_is_at_most_a_claimed_return_value():
+    """A program that writes a well-formed reply for square(2) before being asked claims 4 for it: the next real
+    reply (for square(3)) is then read as the answer of the call after it, and the tests still fail."""
+    forged = 'import os\nos.write(4, b\'{"value":["i","0x4"]}\\n\')\ndef square(x):\n    return -1\n'
+    assert not judge(forged).passed
+
+
+# Objects that equal everything: every value the tests see is rebuilt here from plain data.
+UNIVERSAL = """
+class Meta(type):
+    def __eq__(cls, other):
+        return True
+    __hash__ = type.__hash__
+class Yes(metaclass=Meta):
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    def __bool__(self):
+        return True
+    __hash__ = object.__hash__
+def anything(*args, **kwargs):
+    return Yes()
+"""
+
+
+def test_one_universal_program_passes_no_humaneval_problem():
+    problems = load_math(HUMANEVAL, split="test")
+    entry = [p.tests.strip().splitlines()[-1][len("check(") : -1] for p in problems]
+    programs = [f"{UNIVERSAL}\n{name} = anything\n{name}_class = Yes\n" for name in entry]
+    outcomes = run_programs(programs, [p.tests for p in problems], 5.0, 2, [p.preamble for p in problems])
+    assert [p.id for p, o in zip(problems, outcomes, strict=True) if o.passed] == []
+
+
 LIARS = {
     "__eq__ always True": "class Yes:\n    def __eq__(self, other):\n        return True\n"
     "def square(x):\n    return Yes()\n",
     "int subclass": "class Yes(int):\n    def __eq__(self, other):\n        return True\n"
     "    __hash__ = int.__hash__\ndef square(x):\n    return Yes(0)\n",
-    "truthy object": "class Yes:\n    def __bool__(self):\n        return True\ndef square(x):\n    return Yes()\n",
     "list subclass": "class L(list):\n    def __eq__(self, other):\n        return True\n"
     "def square(x):\n    return L()\n",
+    "a class whose metaclass equals everything": UNIVERSAL + "def square(x):\n    return Yes\n",
 }
-LIAR_TESTS = "assert square(2) == 4\nassert square(3)\nassert not not square(4)\nassert square(5) == [25]\n"
 
 
 @pytest.mark.parametrize("name", LIARS)
 def test_objects_equal_to_everything_fail(name):
-    assert not judge(LIARS[name], LIAR_TESTS).passed
+    tests = "assert square(2) == 4\nassert square(5) in [25]\nassert square(5) not in (1, 2)\n"
+    assert not judge(LIARS[name], tests).passed
 
 
-def test_comparisons_through_arithmetic_are_checked_too():
-    evil = "class Z:\n    def __sub__(self, o):\n        return self\n    def __abs__(self):\n        return self\n"
-    evil += "    def __lt__(self, o):\n        return True\ndef area(r):\n    return Z()\n"
-    assert not judge(evil, "assert abs(area(1) - 3.14159) < 1e-3\n").passed
-    assert judge("def area(r):\n    return 3.14159 * r * r\n", "assert abs(area(1) - 3.14159) < 1e-3\n").passed
+def test_a_gc_callback_cannot_swap_a_checked_value():
+    program = UNIVERSAL + "import gc\nresult = [16]\ngc.callbacks.append(lambda *a: result.__setitem__(0, Yes()))\n"
+    program += "def square(x):\n    gc.collect()\n    return result\n"
+    assert not judge(program, "assert square(4) == [17]\n").passed
 
 
-def test_rebinding_builtins_and_modules_does_not_reach_the_tests():
-    tests = "import math\nassert math.isclose(half(3), 1.5)\nassert abs(half(4) - 2) < 1e-9\n"
+def test_the_tests_see_only_their_own_builtins_and_helpers():
+    """A program that redefines builtins, a module name or the preamble's helpers changes its own world only."""
+    tests = "import math\nassert abs(half(4) - 2) < 1e-9\nassert len(set(sorted([half(2)]))) == 1\n"
+    tests += "assert all([half(6) == 3])\nassert math.isclose(half(3), 1.5)\n"
     assert judge("def half(x):\n    return x / 2\n", tests).passed
-    patched = "import math, builtins\nmath.isclose = lambda *a, **k: True\nbuiltins.abs = lambda x: 0\n"
-    assert not judge(patched + "def half(x):\n    return 0\n", tests).passed
-    late = "def half(x):\n    import builtins\n    builtins.exec = lambda *a, **k: None\n    return 0\n"
-    assert not judge(late, tests).passed
+    cheat = "import builtins\nabs = lambda x: 0\nlen = lambda x: 1\nall = lambda x: True\nbuiltins.abs = abs\n"
+    cheat += "class math:\n    isclose = staticmethod(lambda *a, **k: True)\ndef half(x):\n    return 0\n"
+    assert not judge(cheat, tests).passed
+    humaneval = {p.id: p for p in load_math(HUMANEVAL, split="test")}["HumanEval/32"]  # find_zero, tested via poly
+    liar = "def poly(xs, x):\n    return 0\ndef find_zero(xs):\n    return 0.0\n"
+    assert not judge(liar, humaneval.tests, 5.0, humaneval.preamble).passed
+    assert judge(humaneval.solution, humaneval.tests, 5.0, humaneval.preamble).passed
 
 
-# A program that finds the harness's frames can read the token and write it itself: every route is refused.
-TOKEN_HUNT = """
-import os
-def leak(frame):
-    while frame is not None:
-        for value in list(frame.f_locals.values()):
-            if isinstance(value, str) and len(value) == 32:
-                for fd in range(3, 16):
-                    try:
-                        os.write(fd, (value + "\\n").encode())
-                    except OSError:
-                        pass
-                os._exit(0)
-        frame = frame.f_back
-def square(x):
-    {how}
-"""
-FRAME_ROUTES = {
-    "traceback": "try:\n        1 / 0\n    except ZeroDivisionError as e:\n        leak(e.__traceback__.tb_frame)",
-    "sys._getframe": "import sys\n    leak(sys._getframe(0))",
-    "generator": "g = (i for i in [1])\n    leak(g.gi_frame)",
-    "signal handler": "import signal\n    signal.signal(signal.SIGALRM, lambda n, f: leak(f))\n    signal.alarm(1)\n"
-    "    import time\n    time.sleep(2)",
-    "gc": "import gc\n    leak(next(o for o in gc.get_objects() if type(o).__name__ == 'frame'))",
-    "ctypes": "import ctypes\n    leak(None)",
-    "/proc/self/mem": "open('/proc/self/mem', 'rb')",
-    "settrace": "import sys\n    sys.settrace(lambda f, e, a: leak(f))\n    (lambda: 0)()",
+def test_tests_that_catch_assertion_errors_still_fail_a_liar():
+    tests = "try:\n    assert square(1) == 2\n    failed = False\nexcept AssertionError:\n    failed = True\n"
+    tests += "assert not failed\n"
+    assert not judge(LIARS["__eq__ always True"], tests).passed
+    assert judge("def square(x):\n    return 2\n", tests).passed
+
+
+def test_one_program_does_not_break_the_reward_for_the_rest(tmp_path):
+    deep = "import os\nfor i in range(1200):\n    os.mkdir('d')\n    os.chdir('d')\n" + GOOD
+    before = set(os.listdir("/tmp"))
+    assert judge(deep).passed
+    assert [o.passed for o in run_programs([GOOD, WRONG, GOOD], [TESTS] * 3, 3.0, workers=2)] == [True, False, True]
+    assert {name for name in set(os.listdir("/tmp")) - before if name.startswith("score-code")} == set()
+
+
+# New programs, processes and threads: the seccomp filter refuses them, so nothing outlives the program.
+SPAWNS = {
+    "subprocess": "import subprocess\nsubprocess.run(['/bin/true'])\n",
+    "os.system": "import os\nassert os.system('true') == 0\n",
+    "os.execv": "import os\nos.execv('/bin/true', ['true'])\n",
+    "os.fork": "import os\nos.fork()\n",
+    "_posixsubprocess": "import _posixsubprocess, os\nr, w = os.pipe()\n"
+    "_posixsubprocess.fork_exec(['/bin/sh'], [b'/bin/sh'], True, (), None, None, -1, -1, -1, -1, -1, -1, r, w,"
+    " True, False, False, None, None, None, -1, None, False)\n",
+    "a thread": "import threading\nthreading.Thread(target=lambda: None).start()\n",
+    "a socket": "import socket\nsocket.socket()\n",
 }
 
 
-@pytest.mark.parametrize("route", FRAME_ROUTES)
-def test_the_token_is_out_of_reach(route):
-    assert not judge(TOKEN_HUNT.format(how=FRAME_ROUTES[route])).passed
+@pytest.mark.parametrize("name", SPAWNS)
+def test_no_new_programs_processes_threads_or_sockets(name):
+    outcome = judge(SPAWNS[name] + GOOD)
+    assert not outcome.passed
+    assert outcome.status.startswith("error (program:")
 
 
-def test_namedtuple_and_enum_still_work():
-    program = "from collections import namedtuple\nimport enum, logging\nP = namedtuple('P', 'x y')\n"
-    program += "class C(enum.Enum):\n    A = 1\nlogging.getLogger().warning('hi')\n"
-    program += "def square(x):\n    return P(x * x, 0).x\n"
-    assert judge(program).passed
+def test_the_jail_as_the_program_sees_it():
+    """The program reports what it sees as its return value; the tests (trusted) check it."""
+    program = """
+import ctypes, os
+libc = ctypes.CDLL(None)
+def facts():
+    caps = [libc.prctl(23, cap, 0, 0, 0) for cap in range(41)]  # PR_CAPBSET_READ
+    return {
+        "uid": os.getuid(), "no_new_privs": libc.prctl(39, 0, 0, 0, 0), "seccomp": libc.prctl(21, 0, 0, 0, 0),
+        "capabilities": sum(c == 1 for c in caps), "root": sorted(os.listdir("/")), "cwd": os.getcwd(),
+        "proc": os.path.exists("/proc/1"), "etc": os.path.exists("/etc/passwd"), "env": sorted(os.environ),
+        "project": os.path.exists(PROJECT), "hostname": os.uname().nodename,
+    }
+""".replace("PROJECT", repr(os.path.abspath(__file__)))
+    tests = """
+seen = facts()
+assert seen["uid"] == 65534 and seen["no_new_privs"] == 1 and seen["seccomp"] == 2, seen
+assert seen["capabilities"] == 0 and not seen["proc"] and not seen["etc"] and not seen["project"], seen
+assert seen["cwd"] == "/tmp" and set(seen["env"]) <= {"HOME", "PATH", "PWD", "TMPDIR", "LC_CTYPE"}, seen
+assert seen["hostname"] == "jail", seen
+assert set(seen["root"]) <= {"bin", "dev", "jail", "lib", "lib32", "lib64", "root", "tmp", "usr"}, seen
+"""
+    outcome = judge(program, tests)
+    assert outcome.passed, outcome.status
 
 
-def test_no_new_programs_no_network_no_writes_outside(tmp_path):
-    outside = tmp_path / "keep.txt"
-    outside.write_text("mine")
+def test_no_writes_or_reads_outside_its_own_folder(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hunter2")
+    secret.chmod(0o600)
     attacks = [
-        "import subprocess\nsubprocess.run(['true'])\n",
-        "import os\nos.system('true')\n",
-        "import os\nos.execv('/bin/true', ['true'])\n",
-        "import os\nos.fork()\n",
-        "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)\n",
+        f"open({str(secret)!r}).read()\n",
         f"open({str(tmp_path / 'new.txt')!r}, 'w').write('x')\n",
-        f"import os\nos.remove({str(outside)!r})\n",
-        f"import os\nos.rename({str(outside)!r}, 'here.txt')\n",
-        "import shutil\nshutil.rmtree('/tmp', ignore_errors=False)\n",
+        "open('/dev/shm/x', 'w').write('x')\n",
+        "open('/usr/x', 'w').write('x')\n",
+        "import os\nos.listdir('/proc')\n",
+        f"import sqlite3\nsqlite3.connect({str(tmp_path / 'db')!r}).execute('create table t (x)')\n",
+        "import os\nos.mkfifo('/jail/fifo')\n",
     ]
     outcomes = run_programs([a + GOOD for a in attacks], [TESTS] * len(attacks), 3.0, workers=2)
-    assert [o.passed for o in outcomes] == [False] * len(attacks)
-    assert outside.read_text() == "mine" and not (tmp_path / "new.txt").exists()
+    assert [o.passed for o in outcomes] == [False] * len(attacks), [o.status for o in outcomes]
+    assert secret.read_text() == "hunter2" and sorted(os.listdir(tmp_path)) == ["secret.txt"]
+    assert os.listdir("/dev/shm") == [] or not any(n == "x" for n in os.listdir("/dev/shm"))
 
 
-def test_own_empty_folder_clean_environment_closed_stdin(monkeypatch):
-    monkeypatch.setenv("SCORE_SECRET", "hunter2")
-    tests = "import os, sys\nassert os.listdir('.') == []\nassert 'SCORE_SECRET' not in dict(os.environ)\n"
-    tests += "assert sys.stdin.read() == ''\nopen('mine.txt', 'w').write('x')\nassert os.listdir('.') == ['mine.txt']\n"
-    assert judge("", tests).passed
-
-
-def test_limits_memory_file_size_open_files_output():
-    limits = Limits()
+def test_limits_memory_file_size_folder_size_open_files_output():
     attacks = [
         "hog = bytearray(4 * 1024 ** 3)\n",  # over the address-space limit
         "open('big', 'wb').write(b'x' * (17 * 1024 ** 2))\n",  # over the file-size limit
+        "for i in range(6):\n    open(f'f{i}', 'wb').write(b'x' * (15 * 1024 ** 2))\n",  # over the folder's size
         "files = [open(f'f{i}', 'w') for i in range(100)]\n",  # over the open-files limit
     ]
     outcomes = run_programs([a + GOOD for a in attacks], [TESTS] * len(attacks), 5.0, workers=2)
-    assert [o.passed for o in outcomes] == [False, False, False]
+    assert [o.passed for o in outcomes] == [False] * len(attacks), [o.status for o in outcomes]
     chatty = judge("print('x' * 10_000_000)\n" + GOOD)
-    assert chatty.passed and len(chatty.output) <= limits.output_bytes
+    assert chatty.passed and len(chatty.output) == 64 * 1024
 
 
-def test_every_call_returns_in_time_with_two_workers_busy():
+def test_neighbours_cannot_starve_each_other():
+    """A program that spins or tries to fill the machine with threads and processes beside a correct one that
+    needs about a second of CPU: the correct one passes within its timeout."""
+    busy = "import time\ndef square(x):\n    end = time.process_time() + 0.5\n    while time.process_time() < end:\n"
+    busy += "        pass\n    return x * x\n"
+    hogs = [
+        "import threading\nwhile True:\n    try:\n        threading.Thread(target=lambda: None).start()\n"
+        "    except RuntimeError:\n        pass\n",
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+    ]
+    outcomes = run_programs([hogs[0], busy, hogs[1], busy], [TESTS] * 4, 3.0, workers=2)
+    assert [o.passed for o in outcomes] == [False, True, False, True]
+
+
+def test_every_call_returns_in_time_and_kills_what_it_started():
     hogs = ["while True:\n    pass\n", "import time\ntime.sleep(60)\n", "x = [0]\nwhile True:\n    x = [x, x]\n"]
     began = time.monotonic()
     outcomes = run_programs(hogs + [GOOD], [TESTS] * 4, 1.0, workers=2)
     elapsed = time.monotonic() - began
     assert [o.passed for o in outcomes] == [False, False, False, True]
     assert outcomes[0].status == "timeout"
-    assert elapsed < 2 * 1.0 + 2.0  # two rounds of 1 s on 2 workers, plus the kills
-
-
-def test_forked_and_daemonised_children_die_with_the_program():
-    """With the audit hook's fork ban lifted (in a throwaway worker process), a program that double-forks a
-    daemon still leaves nothing behind: the PID namespace and the process-group kill take it down."""
-    program = textwrap.dedent("""
-        import os, time
-        if os.fork() == 0:
-            os.setsid()
-            if os.fork() == 0:
-                print('daemon', os.readlink('/proc/self'), flush=True)
-                time.sleep(30)
-            os._exit(0)
-        time.sleep(0.5)
-        def square(x):
-            return x * x
-    """)
-    script = textwrap.dedent(f"""
-        import sys
-        from score.code import harness, sandbox
-        harness.BLOCKED_EVENTS = frozenset()
-        sandbox._prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
-        outcome = sandbox.run_job({program!r}, {TESTS!r}, 3.0, sandbox.Limits())
-        print(outcome.passed, outcome.output.split()[1])
-    """)
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "code")}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, env=env)
-    passed, daemon = out.stdout.split()
-    assert passed == "True"
-    assert not os.path.exists(f"/proc/{daemon}")
-
-
-def test_what_the_machine_does_not_enforce_is_one_warning_line(monkeypatch, capsys):
-    from score.code import pool
-
-    class Unisolated:
-        gaps = ["network isolation (no network namespace)", "a PID namespace per program"]
-
-    monkeypatch.setattr(pool, "Worker", Unisolated)
-    monkeypatch.setattr(pool, "_WARNED", [False])
-    pool.Pool(2)
-    pool.Pool(2)
-    lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1 and "not enforced" in lines[0] and "network isolation" in lines[0]
+    assert elapsed < 2 * (1.0 + 0.5) + 2.0  # two rounds of 1 s (+ the start grace) on 2 workers, plus the kills

@@ -1,20 +1,34 @@
-"""Code answers: run the program a model wrote against the problem's tests, safely, and say whether all passed.
+"""Code answers: judge the program a model wrote against the problem's tests, where the program cannot fake a pass.
 
-Model-written code is hostile. Each program runs in a fresh process in its own empty folder, PID namespace and
-process group, without network, as an unprivileged uid, under CPU, memory, file, descriptor and process limits and
-an audit hook that refuses new programs, sockets, writes outside the folder and every route to the harness's
-frames. A pass is the random token the harness writes to a pipe only after every (strictly rewritten) test
-passed, so exiting early, printing, or returning objects that equal everything all fail.
+The verdict is decided outside the program's process: the tests run in a trusted judge, and the program, in a
+fresh interpreter inside bubblewrap's jail, only answers calls of its functions with plain data. Whatever the
+program does, it can at most claim return values.
 
 The stages, one file each, in the order an answer meets them:
     extract.py   the program in an answer (fenced blocks, [BEGIN] ... [DONE], bare code)
-    pool.py      warm workers, one per core, fed over pipes; a worker that hangs is replaced
-    sandbox.py   in a worker: fork, namespaces, limits, uid, the deadline kill of everything left
-    harness.py   in the sandboxed process: the audit hook, the program, then the tests with strict checks
-    batch.py     run_tests, reward and rewards: one program, or a batch over the pool
+    pool.py      warm judge workers, one per core, each job in a forked child killed when its time is up
+    judge.py     in that child: the preamble and the tests, with the program's names as proxies (Remote)
+    jail.py      the program's interpreter in bubblewrap: namespaces, no capabilities, read-only minimal
+                 filesystem, a private size-capped folder (or a refusal naming what is missing)
+    seccomp.py   the system calls the jail and the program may not make
+    server.py    inside the jail: limits, the seccomp filter, the program, then its answers to the judge
+    wire.py      the plain data both sides exchange, decoded strictly
+    batch.py     run_tests, reward, rewards and outcomes: one program, or a batch over the pool
 """
 
-from score.code.batch import reward, rewards, run_programs, run_tests
+from score.code.batch import outcomes, reward, rewards, run_programs, run_tests
 from score.code.extract import extract_program
+from score.code.jail import JailUnavailable, Limits
+from score.code.judge import Outcome
 
-__all__ = ["extract_program", "reward", "rewards", "run_programs", "run_tests"]
+__all__ = [
+    "JailUnavailable",
+    "Limits",
+    "Outcome",
+    "extract_program",
+    "outcomes",
+    "reward",
+    "rewards",
+    "run_programs",
+    "run_tests",
+]
