@@ -292,3 +292,12 @@ def test_the_layout_page_lists_every_module():
     ]
     for path in modules:
         assert f"code/score/{path.name}{'/' if path.is_dir() else ''} " in layout, path.name
+
+
+def test_what_the_makefile_says_of_the_readme_holds():
+    """The Makefile's demo comment names a README section and its time; the section keeps both."""
+    makefile, readme = (REPO_ROOT / "Makefile").read_text(), (REPO_ROOT / "README.md").read_text()
+    (seconds, section), *_ = re.findall(r"(\d+) s on 2 cores.*\(README, \"([^\"]+)\"\)", makefile)
+    assert f"\n## {section}\n" in readme
+    text = readme.split(f"\n## {section}\n")[1].split("\n## ")[0]
+    assert f"took {seconds} s" in text and "make demo" in text and "make test" in text
