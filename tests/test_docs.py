@@ -5,7 +5,8 @@ A command is a line of a fenced bash/sh/shell block (backslash continuations joi
 through main.py's own parser and score.config's load_config with the --config file given; `sbatch run.slurm`
 arguments the same way with run.slurm's CONFIG; `make` targets against the Makefile; a `bench/` script's flags
 against its source; every repository path a command names must exist. `--set section.key=` anywhere in the
-text, prose included, must name a known key.
+text, prose included, must name a known key. Relative links must lead to a file and heading that exist, and
+docs/layout.md must list every module.
 """
 
 import contextlib
@@ -93,31 +94,23 @@ def check_paths(words: list[str]) -> list[str]:
 
 def check_command(words: list[str], env: dict[str, str]) -> list[str]:
     """Problems of one simple command (its words after the environment assignments)."""
-    problems = check_paths(words)
+    missing = check_paths(words)  # a --config, an accelerate --config_file, a script, a requirements file
+    if missing:  # the checks below would only say it again
+        return missing
     names = [Path(word).name for word in words]
-    if problems:  # a missing --config or script: the checks below would only say it again
-        return problems
     if "main.py" in names:
-        problems += check_main_args(words[names.index("main.py") + 1 :])
-        if "--config_file" in words:  # accelerate launch --config_file <file>
-            problems += check_paths([words[words.index("--config_file") + 1]])
-    elif words[0] == "make":
+        return check_main_args(words[names.index("main.py") + 1 :])
+    if words[0] == "make":
         targets = make_targets()
-        problems += [f"make has no target {word}" for word in words[1:] if "=" not in word and word not in targets]
-    elif words[0] == "sbatch":
-        scripts = [i for i, word in enumerate(words) if word.endswith("run.slurm")]
-        if not scripts:
-            return problems + ["sbatch of no run.slurm"]
-        extra = shlex.split(env.get("EXTRA", ""))
+        return [f"make has no target {word}" for word in words[1:] if "=" not in word and word not in targets]
+    if words[0] == "sbatch":
+        if "run.slurm" not in names:
+            return ["sbatch of no run.slurm"]
         config = env.get("CONFIG", SLURM_DEFAULT_CONFIG)
-        problems += check_paths([config]) or check_main_args(
-            ["--task", "train", *extra, *words[scripts[0] + 1 :]], config
-        )
-    else:
-        scripts = [i for i, word in enumerate(words) if word.startswith("bench/") and word.endswith(".py")]
-        if scripts:
-            problems += check_bench_flags(REPO_ROOT / words[scripts[0]], words[scripts[0] + 1 :])
-    return problems
+        arguments = [*shlex.split(env.get("EXTRA", "")), *words[names.index("run.slurm") + 1 :]]
+        return check_paths([config]) or check_main_args(["--task", "train", *arguments], config)
+    scripts = [i for i, word in enumerate(words) if word.startswith("bench/") and word.endswith(".py")]
+    return check_bench_flags(REPO_ROOT / words[scripts[0]], words[scripts[0] + 1 :]) if scripts else []
 
 
 def check_line(line: str, variables: dict[str, str]) -> list[str]:
@@ -134,7 +127,7 @@ def check_line(line: str, variables: dict[str, str]) -> list[str]:
             command.append(word)
             continue
         for name, value in variables.items():
-            command = [word.replace("${" + name + "}", value).replace("$" + name, value) for word in command]
+            command = [part.replace("${" + name + "}", value).replace("$" + name, value) for part in command]
         env = {}
         while command and re.match(r"^[A-Za-z_]\w*=", command[0]):
             name, _, value = command.pop(0).partition("=")
@@ -243,7 +236,7 @@ def test_every_docs_page_is_linked_from_the_readme():
             "OMP_NUM_THREADS=1 python code/main.py --task download --config configs/testbed.yaml "
             "--set download.bultin=testbed",
             "download.bultin",
-        ),  # fmt: skip
+        ),
         ("accelerate launch --config_file configs/accelerate/nope.yaml code/main.py --task train", "nope.yaml"),
         ("make demos", "make has no target demos"),
         ("python bench/nope.py --steps 1", "bench/nope.py does not exist"),
