@@ -1,8 +1,11 @@
 import dataclasses
+import json
+import re
 
 import pytest
 import yaml
 from score.config import REPO_ROOT, Config, ScoreError, first_line, load_config, parse_override, resolve_path
+from score.data import load_math
 
 
 def write(tmp_path, text: str):
@@ -62,6 +65,39 @@ def test_qwen_math_recipe_has_pags_settings_and_tests_on_math500(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", lambda name: asked.append(name) or {"test": [row]})
     problems, _ = load_test_problems(cfg)
     assert asked == ["HuggingFaceH4/MATH-500"] and [p.id for p in problems] == ["t/1"]
+
+
+def test_mbpp_prompts_are_the_papers_three_shots_and_correction(tmp_path):
+    # Kumar et al., 2024, Appendix C: "MBPP 3-shot Prompt" (MBPP's prompt problems 2-4) and "MBPP/HumanEval
+    # Self-Correction Instruction"; the loader writes the task to solve the way each shot writes its own.
+    prompts = load_config(REPO_ROOT / "configs" / "mbpp.yaml").prompts
+    assert prompts.correction == (
+        "There might be an error in the code above because of lack of understanding of the question. Please correct "
+        "the error, if any, and rewrite the solution. Only output the final correct Python program!"
+    )
+    assert "Final Answer" not in prompts.self_refine
+    shot = re.compile(
+        r"You are an expert Python programmer, and here is your task: (.*?) Your code should pass these tests:\n\n"
+        r"(.*?)\n\[BEGIN\]\n(.*?)\n\[DONE\]",
+        re.DOTALL,
+    )
+    shots = list(shot.finditer(prompts.first_turn))
+    assert "\n\n".join(m[0] for m in shots) == prompts.first_turn  # three shots and nothing else
+    texts = [m[1] for m in shots]
+    assert texts == [
+        "Write a function to find the similar elements from the given two tuple lists.",
+        "Write a python function to identify non-prime numbers.",
+        "Write a function to find the largest integers from a given list of numbers using heap queue algorithm.",
+    ]
+    rows = [
+        {"task_id": n, "text": m[1], "code": m[3], "test_list": m[2].split("\n"), "test_setup_code": ""}
+        for n, m in zip((2, 3, 4), shots, strict=True)
+    ]
+    path = tmp_path / "prompt.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for problem, m in zip(load_math(path, split="prompt"), shots, strict=True):
+        assert f"{problem.problem}\n[BEGIN]\n{m[3]}\n[DONE]" == m[0]
+        exec(f"{m[3]}\n{m[2]}", {})  # each shot's program passes its own tests
 
 
 def test_file_then_overrides(tmp_path):

