@@ -50,3 +50,19 @@ def test_a_batch_mixes_math_and_code():
     assert final_answer(texts[1], code).startswith("def double")
     with pytest.raises(ValueError, match="domain"):
         problem_rewards(["x"], [Problem("z", "?", "", "", "S", 1, "poetry")], GraderConfig())
+
+
+def test_each_code_answer_says_what_the_judge_said_of_it():
+    right = Problem("c1", "Write double.", "", "", "mbpp", 1, "code", "assert double(3) == 6\n")
+    broken = Problem("c2", "Write double.", "", "", "mbpp", 1, "code", "assert double(3 == 6\n")
+    texts = ["```python\ndef double(x):\n    return 2 * x\n```", "```python\ndef double(x):\n    return x\n```"]
+    texts += ["```python\ndef double(x):\n    return 2 * x\n```", "I cannot write it."]
+    statuses: dict = {}
+    scores = problem_rewards(texts, [right, right, broken, right], GraderConfig(workers=1), statuses)
+    assert scores == [1.0, 0.0, 0.0, 0.0]
+    assert statuses == {
+        ("c1", texts[0]): "passed",
+        ("c1", texts[1]): "failed (AssertionError at tests line 1)",
+        ("c2", texts[2]): "error (tests: SyntaxError: '(' was never closed (<unknown>, line 1))",
+        ("c1", texts[3]): "no program",
+    }

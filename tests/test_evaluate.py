@@ -292,3 +292,23 @@ def test_a_run_inside_an_experiment_keeps_its_own_evaluations(tmp_path):
     ):
         cfg.eval.model = str(output / model)
         assert ev.choose_model(cfg) == (output / model, output / root)
+
+
+def test_a_code_attempts_line_keeps_the_judges_outcome():
+    from types import SimpleNamespace
+
+    import torch
+    from score.data import Problem
+    from score.evaluate import generation_record
+
+    problem = Problem("c", "Write f.", "", "", "mbpp", 1, "code", "assert f() == 1\n")
+    rollout = SimpleNamespace(texts=[["def f(): return 2", "def f(): return 1"]], rewards=torch.tensor([[0.0, 1.0]]),
+                              truncated=torch.tensor([[False, False]]))  # fmt: skip
+    statuses = {
+        ("c", "def f(): return 2"): "failed (AssertionError at tests line 1)",
+        ("c", "def f(): return 1"): "passed",
+    }
+    record = generation_record(problem, rollout, 0, "strict", statuses)
+    assert [a["outcome"] for a in record["attempts"]] == ["failed (AssertionError at tests line 1)", "passed"]
+    math = Problem("m", "1+1?", "", "2", "Algebra", 1)
+    assert "outcome" not in generation_record(math, rollout, 0)["attempts"][0]

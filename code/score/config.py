@@ -271,6 +271,12 @@ class GraderConfig:
     code_timeout: float = _help(
         "Seconds a code answer's program and its tests may run in the sandbox (score/code/); past it: wrong.", 5.0
     )
+    code_without_jail: bool = _help(
+        "Run code answers WITHOUT bubblewrap's jail where it cannot isolate (no bwrap, no user namespaces): each "
+        "program still gets a fresh interpreter, limits and a seccomp filter, but sees every file you can. Off: "
+        "code rewards refuse to start there, in one line naming what is missing.",
+        False,
+    )
     extraction: str = _help(
         "Where the final answer is read: strict (explicit markers only: \\boxed{}, 'the answer is N', '#### N', "
         "'Answer:' lines, <answer> tags, a JSON 'answer'; README lists them) or lenient (also the value the last "

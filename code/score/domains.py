@@ -13,8 +13,12 @@ from score.data import Problem
 DOMAINS = ("math", "code")
 
 
-def problem_rewards(texts: list[str], problems: list[Problem], grading: GraderConfig) -> list[float]:
-    """Reward of texts[i] as an answer to problems[i], under `grading` (workers, timeouts, extraction)."""
+def problem_rewards(
+    texts: list[str], problems: list[Problem], grading: GraderConfig, statuses: dict | None = None
+) -> list[float]:
+    """Reward of texts[i] as an answer to problems[i], under `grading` (workers, timeouts, extraction). For code
+    answers, `statuses` (when given) gets what the judge said of each, by (problem id, text): passed, failed and
+    why, timeout, error (program: ...) or error (tests: ...), or "no program"."""
     if len(texts) != len(problems):
         raise ValueError(f"{len(texts)} texts but {len(problems)} problems")
     unknown = {p.domain for p in problems} - set(DOMAINS)
@@ -31,15 +35,21 @@ def problem_rewards(texts: list[str], problems: list[Problem], grading: GraderCo
     if rows:
         solutions, tests = [texts[i] for i in rows], [problems[i].tests for i in rows]
         preambles = [problems[i].preamble for i in rows]
-        outcomes = code.rewards(solutions, tests, grading.workers, grading.code_timeout, preambles)
-        for i, score in zip(rows, outcomes, strict=True):
-            scores[i] = score
+        outcomes = code.outcomes(
+            solutions, tests, grading.workers, grading.code_timeout, preambles, grading.code_without_jail
+        )
+        for i, outcome in zip(rows, outcomes, strict=True):
+            scores[i] = 1.0 if outcome is not None and outcome.passed else 0.0
+            if statuses is not None:
+                statuses[problems[i].id, texts[i]] = "no program" if outcome is None else outcome.status
     return scores
 
 
-def grading_reward(grading: GraderConfig) -> Callable[[list[str], list[Problem]], list[float]]:
-    """problem_rewards under `grading`, as the reward_fn that rollouts take."""
-    return lambda texts, problems: problem_rewards(texts, problems, grading)
+def grading_reward(
+    grading: GraderConfig, statuses: dict | None = None
+) -> Callable[[list[str], list[Problem]], list[float]]:
+    """problem_rewards under `grading` (code answers' statuses into `statuses`), as the reward_fn rollouts take."""
+    return lambda texts, problems: problem_rewards(texts, problems, grading, statuses)
 
 
 def final_answer(text: str, problem: Problem, extraction: str = "strict") -> str | None:

@@ -500,7 +500,7 @@ def evaluate_sampled(cfg: Config, model: ModelOnDemand, problems: list[Problem],
         path.open("a") as f,
     ):
         for start in range(0, len(todo), per_batch):
-            batch = todo[start : start + per_batch]
+            batch, statuses = todo[start : start + per_batch], {}
             devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(cfg.eval.seed * 1_000_003 + start)
@@ -514,11 +514,12 @@ def evaluate_sampled(cfg: Config, model: ModelOnDemand, problems: list[Problem],
                     temperature=cfg.eval.sample_temperature,
                     max_new_tokens=cfg.eval.max_new_tokens,
                     batch_size=cfg.eval.batch_size,
-                    reward_fn=grading_reward(cfg.grader),
+                    reward_fn=grading_reward(cfg.grader, statuses),
                 )
             for i, problem in enumerate(batch):
                 rows = range(i * n, (i + 1) * n)
-                samples = [generation_record(problem, rollout, r, cfg.grader.extraction)["attempts"] for r in rows]
+                extraction = cfg.grader.extraction
+                samples = [generation_record(problem, rollout, r, extraction, statuses)["attempts"] for r in rows]
                 done[problem.id] = {"id": problem.id, "samples": samples}
                 f.write(json.dumps(done[problem.id]) + "\n")
             f.flush()
@@ -545,6 +546,7 @@ def generate_records(model, tokenizer, problems: list[Problem], cfg: Config) -> 
     greedy = cfg.eval.temperature == 0
     for start in range(0, len(problems), cfg.eval.batch_size):
         batch = problems[start : start + cfg.eval.batch_size]
+        statuses: dict = {}
         rollout = generate_rollouts(
             model,
             tokenizer,
@@ -557,9 +559,10 @@ def generate_records(model, tokenizer, problems: list[Problem], cfg: Config) -> 
             samples_per_prompt=1,
             greedy=greedy,
             temperature=cfg.eval.temperature or None,
-            reward_fn=grading_reward(cfg.grader),
+            reward_fn=grading_reward(cfg.grader, statuses),
         )
-        yield [generation_record(problem, rollout, row, cfg.grader.extraction) for row, problem in enumerate(batch)]
+        extraction = cfg.grader.extraction
+        yield [generation_record(problem, rollout, row, extraction, statuses) for row, problem in enumerate(batch)]
 
 
 def shared_records(accelerator: PartialState, model: ModelOnDemand, todo: list[Problem], cfg: Config):
@@ -575,7 +578,10 @@ def shared_records(accelerator: PartialState, model: ModelOnDemand, todo: list[P
         yield gather_objects(next(batches, []))
 
 
-def generation_record(problem: Problem, rollout, row: int, extraction: str = "strict") -> dict:
+def generation_record(
+    problem: Problem, rollout, row: int, extraction: str = "strict", statuses: dict | None = None
+) -> dict:
+    """One problem's line of generations.jsonl; a code attempt also says what the judge said of it ("outcome")."""
     return {
         "id": problem.id,
         "subject": problem.subject,
@@ -587,6 +593,7 @@ def generation_record(problem: Problem, rollout, row: int, extraction: str = "st
                 "answer": final_answer(text, problem, extraction),
                 "correct": bool(rollout.rewards[row, k] > 0.5),
                 "truncated": bool(rollout.truncated[row, k]),
+                **({"outcome": (statuses or {}).get((problem.id, text))} if problem.domain == "code" else {}),
             }
             for k, text in enumerate(rollout.texts[row])
         ],
