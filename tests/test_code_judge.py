@@ -119,3 +119,15 @@ def test_tests_that_cannot_run_are_named_as_such():
 )  # fmt: skip
 def test_entry_points_are_the_names_the_program_is_asked_to_write(tests, preamble, names):
     assert entry_points(ast.parse(tests), ast.parse(preamble)) == names
+
+
+def test_subclasses_of_plain_types_and_builtin_types_as_plain_python_compares_them():
+    """MBPP 40/88/653/902 return Counter or defaultdict, 533 passes a type: their reference solutions pass."""
+    program = "from collections import Counter, defaultdict, namedtuple\nP = namedtuple('P', 'x y')\n"
+    program += "def count(xs):\n    return Counter(xs)\ndef group(xs):\n    d = defaultdict(list)\n"
+    program += "    for k, v in xs:\n        d[k].append(v)\n    return d\ndef point():\n    return P(1, 2)\n"
+    program += "def drop(xs, kind):\n    return [x for x in xs if not isinstance(x, kind)]\n"
+    program += "def kind():\n    return float\n"
+    tests = "assert count('aab') == {'a': 2, 'b': 1}\nassert group([('k', 1), ('k', 2)]) == {'k': [1, 2]}\n"
+    tests += "assert point() == (1, 2)\nassert drop((1, 2.5, 'x'), int) == [2.5, 'x']\nassert kind() is float\n"
+    assert judge(program, tests).passed

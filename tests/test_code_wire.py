@@ -77,3 +77,13 @@ def test_limits_on_depth_items_and_lines():
         wire.loads(json.dumps([1]).encode())
     with pytest.raises(wire.WireError, match="more than 3 items"):
         wire.items(iter(range(10)), limit=3)
+
+
+def test_builtin_types_travel_by_name_and_nothing_else_does():
+    assert wire.encode([int, ValueError], no_other) == ["l", ["bi", "int"], ["bi", "ValueError"]]
+    assert round_trip((str, bool)) == (str, bool)
+    for name in ["print", "exec", "__import__", "nothing", 3]:  # functions and unknown names are no types
+        with pytest.raises(wire.WireError):
+            wire.decode(["bi", name], no_other)
+    with pytest.raises(wire.WireError, match="no plain type: builtin_function_or_method"):
+        wire.encode(print, no_other)

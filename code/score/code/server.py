@@ -21,6 +21,9 @@ import wire
 
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 MUTABLE = (list, dict, set)
+# A subclass of a plain type goes out as its plain value (Counter and defaultdict as a dict, a namedtuple as a
+# tuple), as it would compare in plain Python; bool is an int subclass and goes out as itself before this is asked.
+PLAIN_BASES = (dict, list, tuple, set, frozenset, str, bytes, int, float, complex)
 
 
 class _Program:
@@ -28,8 +31,11 @@ class _Program:
         self.namespace: dict = {"__name__": "__main__"}
         self.objects: list = []  # what handles point to, kept alive for the program's life
 
-    def other(self, value: object) -> list:
-        """An iterator's items, or a handle to an object that stays here."""
+    def other(self, value: object) -> object:
+        """A plain type's subclass as its plain value, an iterator's items, or a handle to an object that stays."""
+        base = next((b for b in PLAIN_BASES if isinstance(value, b)), None)
+        if base is not None:
+            return wire.encode(base(value), self.other, 1)
         if hasattr(type(value), "__next__"):
             return ["it", *(wire.encode(item, self.other, 1) for item in wire.items(value))]
         self.objects.append(value)

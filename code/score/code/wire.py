@@ -7,7 +7,8 @@ first item names its exact built-in type:
     ["i", hex] int             ["f", float.hex()] float (exact; nan, inf)   ["c", re, im] complex   ["b", hex] bytes
     ["l", ...] list            ["t", ...] tuple     ["s", ...] set          ["fs", ...] frozenset
     ["d", [k, v], ...] dict    ["r", start, stop, step] range               ["it", ...] what an iterator yielded
-    ["h", n] an object that stays in the program (its handle)              ["g", name] a global of the program
+    ["bi", name] a built-in type (int, ValueError, ...)   ["h", n] an object that stays in the program (its handle)
+    ["g", name] a global of the program
 
 decode() builds only those types (a subclass, an object whose __eq__ says yes to everything, cannot be built from
 this), and refuses anything else, deeper nesting than MAX_DEPTH, more than MAX_ITEMS values or ints over
@@ -16,6 +17,7 @@ MAX_INT_HEX hex digits, with WireError.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Callable, Iterator
 
@@ -52,7 +54,14 @@ def encode(value: object, other: Callable[[object], list], depth: int = 0) -> ob
         return ["d", *([encode(k, other, depth + 1), encode(v, other, depth + 1)] for k, v in value.items())]
     if kind is range:
         return ["r", hex(value.start), hex(value.stop), hex(value.step)]
+    if kind is type and _builtin_type(getattr(value, "__name__", None)) is value:
+        return ["bi", value.__name__]
     return other(value)
+
+
+def _builtin_type(name: object) -> type | None:
+    value = getattr(builtins, name, None) if type(name) is str else None
+    return value if type(value) is type else None
 
 
 def dumps(message: dict) -> bytes:
@@ -82,6 +91,8 @@ class _Decoder:
             return iter([self.value(item, depth + 1) for item in rest])
         if tag in ("h", "g"):
             return self.remote(data)
+        if tag == "bi" and len(rest) == 1 and _builtin_type(rest[0]) is not None:
+            return _builtin_type(rest[0])
         texts = [self.text(item) for item in rest]
         try:
             if tag == "i" and len(texts) == 1:
