@@ -15,11 +15,17 @@ WRONG = "def square(x):\n    return x + x\n"
 
 
 def jailed_processes() -> list[int]:
-    """Processes of the program's side (server.py in the jail): none may be left once a call returned."""
+    """Programs' interpreters (server.py in a jail) left without a live judge worker above them: none may be left
+    once a call returned. (Workers of other processes on the machine may be judging programs meanwhile.)"""
     found = []
     for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if any(part.endswith("/server.py") for part in cmdline):
+        if not any(part.endswith("/server.py") for part in process.info["cmdline"] or []):
+            continue
+        try:
+            judged_by_a_worker = any("score.code.pool import serve" in " ".join(p.cmdline()) for p in process.parents())
+        except psutil.Error:
+            continue  # it ended while being looked at
+        if not judged_by_a_worker:
             found.append(process.pid)
     return found
 
