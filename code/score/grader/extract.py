@@ -64,6 +64,9 @@ _VALUE = re.compile(
     re.DOTALL,
 )
 _PROSE = re.compile(r"(?<![\\\w])[A-Za-z]{2,}\s+[A-Za-z]{2,}\s+[A-Za-z]{2,}")  # three words in a row
+# A tag or field that opens by saying there is no value states none, whatever formula it then shows.
+_REFUSAL = re.compile(r"\s*(?:cannot|can't|can not|not possible|impossible|undefined|no such|there is no)\b", re.I)
+_TWO_WORDS = re.compile(r"(?<![\\\w])[A-Za-z]{2,}\s+[A-Za-z]{2,}")  # "Anne is 8 years old" is a sentence
 _OPTION_B_NEXT = re.compile(r"[^\n]*\n[ \t>*#]*\(?B\)?[ \t]*[:.)]")  # `A: 12` opening a list of options
 _NUMBER_NEXT = re.compile(r"[ \t:*]*[-+]?\\?\$?\d")  # "the answer is 3 + 4 = 7": a number we cannot read
 _HASHES_VALUE = re.compile(rf"[ \t]*({_QUANTITY})[ \t]*(?:\n|\Z)")
@@ -93,6 +96,8 @@ _IN_FORMULA_AFTER = re.compile(r"[A-Za-z](?![A-Za-z])|\(|[ \t]*[-+*/^][ \t]*[A-Z
 _STATED_BY_VERB = re.compile(
     rf"\b(?:is|are|was|were|equals?|be|makes?|gives?)\s+(?:about\s+|exactly\s+)?((?>{_QUANTITY}))(?![ \t]*[-+*/=×^])"
 )
+_LAST_SIDE = re.compile(rf"[ \t]*+((?>{_QUANTITY}))(?:[ \t]+[A-Za-z]+){{0,2}}[ \t]*+[.!]?[ \t]*+")  # = 52 units.
+_LAST_WORD = re.compile(r".*(?<![\\\w])[A-Za-z]{2,}", re.DOTALL)
 _NAME_SIDE = re.compile(r"\s*(?:[A-Za-z](?:_\{?\w+\}?)?|[^A-Za-z]*)\s*")  # `x`, `A_1`, or no variable
 _WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 _NOT_NUMBER_BEFORE_ONE = {"no", "the", "any", "every", "some", "each", "this", "that", "which"}  # "no one"
@@ -223,7 +228,9 @@ def _contained_answer(content: str, strict: bool) -> tuple[str | None, str]:
     """What an answer tag or JSON field holds: a value (an equation's last side when its left side names the value
     or computes it), else the value its last sentence states; (None, "block") when it states none that `strict`
     accepts."""
-    if len(content) <= MAX_VALUE_CHARS and not _PROSE.search(content) and len(_MATH_SPAN.findall(content)) <= 1:
+    if _REFUSAL.match(content):
+        return None, "block"
+    if len(content) <= MAX_VALUE_CHARS and not _TWO_WORDS.search(content) and len(_MATH_SPAN.findall(content)) <= 1:
         return _stated_value(unwrap(content)), "strong"
     sentence = _last_sentence(content)
     value = _sentence_value(sentence, strict) if sentence else None
@@ -369,6 +376,8 @@ def _sentence_value(sentence: str, strict: bool) -> str | None:
     if strict:
         if len(spans) + len(numbers) == 1:
             return _stated_value(spans[0][0] or spans[0][1]) if spans else _plain_number(prose, numbers[0])
+        if computed := _computed_value(prose):
+            return computed
         one_list = (
             len(lists) == 1 and not spans and all(lists[0].start() <= n.start() < lists[0].end() for n in numbers)
         )
@@ -381,6 +390,17 @@ def _sentence_value(sentence: str, strict: bool) -> str | None:
     if stated:
         return _plain_number(prose, next(n for n in numbers if n.start() == stated[-1].start(1)))
     return _plain_number(prose, numbers[-1]) if numbers else _number_in_words(prose)
+
+
+def _computed_value(sentence: str) -> str | None:
+    """`the perimeter is 4 * 13 = 52 units.` -> 52, `So x = 5.` -> 5: the last side of a chain of equalities whose
+    first side ends in a name or a computation, whose middle sides hold no words and whose last is one number."""
+    sides = _RELATION.split(sentence)
+    if len(sides) < 2 or any(re.search("[A-Za-z]", side) for side in sides[1:-1]):
+        return None
+    last, words = _LAST_SIDE.fullmatch(sides[-1]), _LAST_WORD.match(sides[0])
+    first = sides[0][words.end() :] if words else sides[0]
+    return last[1] if last and first.strip() and _NAME_SIDE.fullmatch(first) else None
 
 
 def _plain_number(sentence: str, number: re.Match) -> str | None:
