@@ -227,9 +227,9 @@ def _json_string(raw: str) -> str:
 def _contained_answer(content: str, strict: bool) -> tuple[str | None, str]:
     """What an answer tag or JSON field holds: a value (an equation's last side when its left side names the value
     or computes it), else the value its last sentence states; (None, "block") when it states none that `strict`
-    accepts."""
+    accepts, (None, "refusal") when it says there is none."""
     if _REFUSAL.match(content):
-        return None, "block"
+        return None, "refusal"
     if len(content) <= MAX_VALUE_CHARS and not _TWO_WORDS.search(content) and len(_MATH_SPAN.findall(content)) <= 1:
         return _stated_value(unwrap(content)), "strong"
     sentence = _last_sentence(content)
@@ -240,7 +240,8 @@ def _contained_answer(content: str, strict: bool) -> tuple[str | None, str]:
 def _read_marker(text: str, kind: str, start: int, end: int, strict: bool) -> tuple[str | None, str]:
     """What a marker says and how firmly: ("5", "strong"); ("x+1", "weak") for the rest of a `Final answer:`
     or `Answer:` line that is not a plain value (it counts only when no marker is strong); (None, "skip") for an
-    incomplete or empty marker; (None, "block") for "the answer is 3 + 4 = 7", which hides older answers."""
+    incomplete or empty marker; (None, "block") for "the answer is 3 + 4 = 7", which hides older answers;
+    (None, "refusal") for a tag or field saying there is no value, which also leaves lenient nothing to read."""
     if kind == "box":
         boxed = _boxed_content(text, end)
         return (boxed[0], "strong") if boxed else (None, "skip")
@@ -275,10 +276,10 @@ def _read_marker(text: str, kind: str, start: int, end: int, strict: bool) -> tu
     return None, "skip"
 
 
-def _explicit_answer(text: str, strict: bool) -> str | None:
+def _explicit_answer(text: str, strict: bool) -> tuple[str | None, bool]:
     """The answer of the last complete explicit marker of the higher rank present (_FIRST_RANK, else the rest);
     a weak one only when no marker is strong. A marker that cannot be read hides the older ones of its rank (a
-    first-rank one: all older ones)."""
+    first-rank one: all older ones). The flag: a tag or field says there is no answer."""
     boxes = [(m.start(), "box", m.end()) for m in _BOX.finditer(text)]
     # Nothing before a complete last box can win, so only the text after it is searched for other markers.
     since = boxes[-1][0] if boxes and _boxed_content(text, boxes[-1][2]) else 0
@@ -295,15 +296,13 @@ def _explicit_answer(text: str, strict: bool) -> str | None:
             if first_rank:
                 break
             hidden.add(first_rank)
-        elif firmness == "block":
+        elif firmness in ("block", "refusal"):
             hidden.update((first_rank, False))
             if first_rank:
-                break
+                return found.get(False, weak), firmness == "refusal"
         elif firmness == "weak" and weak is None:
             weak = answer
-    if found:
-        return found[True] if True in found else found[False]
-    return weak
+    return found.get(True, found.get(False, weak)), False
 
 
 def _cut_off(sentence: str) -> bool:
@@ -420,8 +419,8 @@ def extract_answer(solution: str, extraction: str = "strict") -> str | None:
     run_on = _RUN_ON.search(solution) if "Q" in solution or "Problem" in solution else None
     if run_on:
         solution = solution[: run_on.start()]
-    answer = _explicit_answer(solution, extraction == "strict")
-    if answer is None and not run_on and extraction == "lenient":
+    answer, refused = _explicit_answer(solution, extraction == "strict")
+    if answer is None and not refused and not run_on and extraction == "lenient":
         sentence = _last_sentence(solution)
         answer = _sentence_value(sentence, strict=False) if sentence else None
     if answer is None:
