@@ -66,7 +66,7 @@ def main() -> None:
     rows = load(args.outputs)
     tallies = {mode: counts(rows, mode) for mode in EXTRACTION_MODES}
     names = sorted({row["class"] for row in rows}) + ["all"]
-    header = "".join(f"  {mode:>27s}" for mode in EXTRACTION_MODES)
+    header = "".join(f"  {mode:>27s}" for mode in EXTRACTION_MODES)  # over the three columns of each mode
     print(f"{'class':18s} {'n':>4s}{header}")
     print(f"{'':18s} {'':4s}" + "  {:>7s} {:>7s} {:>11s}".format("right", "wrong", "false pos.") * len(tallies))
     for name in names:
