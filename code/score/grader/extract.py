@@ -63,7 +63,6 @@ _VALUE = re.compile(
     r")",
     re.DOTALL,
 )
-_PROSE = re.compile(r"(?<![\\\w])[A-Za-z]{2,}\s+[A-Za-z]{2,}\s+[A-Za-z]{2,}")  # three words in a row
 # A tag or field that opens by saying there is no value states none, whatever formula it then shows.
 _REFUSAL = re.compile(r"\s*(?:cannot|can't|can not|not possible|impossible|undefined|no such|there is no)\b", re.I)
 _TWO_WORDS = re.compile(r"(?<![\\\w])[A-Za-z]{2,}\s+[A-Za-z]{2,}")  # "Anne is 8 years old" is a sentence
@@ -86,7 +85,6 @@ _CLOSING_LINE = re.compile(r"</[A-Za-z]+>|```[A-Za-z]*|<\|[a-z_]+\|>|\\\]|\$\$")
 _DOLLAR_NOT_CURRENCY = re.compile(r"(?<!\\)\$(?!\d)")  # $350 - $100 = $250 are amounts, not maths
 _RELATION = re.compile(r"=|\\approx|≈")
 _CODE_FENCE = re.compile(r"^[ \t]*```", re.MULTILINE)
-_MATH_DELIMITER = re.compile(r"(?<!\\)\$|\\\(")
 # A number that is part of a formula in variables: a letter or `)` joined to it by an operator, or a letter
 # right after it ("n-1", "2x", "a - 1", "3 + n").
 _IN_FORMULA_BEFORE = re.compile(r"[A-Za-z)](?:[ \t]*[-+*/^][ \t]*)?\Z")
@@ -340,13 +338,6 @@ def _number_in_words(sentence: str) -> str | None:
     return found
 
 
-def _in_formula(sentence: str, number: re.Match) -> bool:
-    """Whether a number of `sentence` is part of a formula in variables ("n-1", "2x", "a - 1", "3 + n")."""
-    return bool(
-        _IN_FORMULA_BEFORE.search(sentence, 0, number.start()) or _IN_FORMULA_AFTER.match(sentence, number.end())
-    )
-
-
 def _last_sentence(text: str) -> str | None:
     """The last sentence of `text` after closing markup lines, its currency dollars dropped; None when the text
     is cut off mid-expression, ends inside a code block or ends with a question."""
@@ -374,7 +365,7 @@ def _sentence_value(sentence: str, strict: bool) -> str | None:
     numbers, lists = list(_QUANTITY_RE.finditer(prose)), list(_PROSE_LIST.finditer(prose))
     if strict:
         if len(spans) + len(numbers) == 1:
-            return _stated_value(spans[0][0] or spans[0][1]) if spans else _plain_number(prose, numbers[0])
+            return _stated_value(spans[0][0] or spans[0][1]) if spans else _plain_number(prose, *numbers[0].span())
         if computed := _computed_value(prose):
             return computed
         one_list = (
@@ -387,8 +378,8 @@ def _sentence_value(sentence: str, strict: bool) -> str | None:
         return lists[-1][1]
     stated = list(_STATED_BY_VERB.finditer(prose))
     if stated:
-        return _plain_number(prose, next(n for n in numbers if n.start() == stated[-1].start(1)))
-    return _plain_number(prose, numbers[-1]) if numbers else _number_in_words(prose)
+        return _plain_number(prose, stated[-1].start(1), stated[-1].end(1))
+    return _plain_number(prose, numbers[-1].start(), numbers[-1].end()) if numbers else _number_in_words(prose)
 
 
 def _computed_value(sentence: str) -> str | None:
@@ -402,8 +393,11 @@ def _computed_value(sentence: str) -> str | None:
     return last[1] if last and first.strip() and _NAME_SIDE.fullmatch(first) else None
 
 
-def _plain_number(sentence: str, number: re.Match) -> str | None:
-    return None if _in_formula(sentence, number) else number[0]
+def _plain_number(sentence: str, start: int, end: int) -> str | None:
+    """The number sentence[start:end], or None when it is part of a formula in variables ("n-1", "2x", "a - 1",
+    "3 + n")."""
+    in_formula = _IN_FORMULA_BEFORE.search(sentence, 0, start) or _IN_FORMULA_AFTER.match(sentence, end)
+    return None if in_formula else sentence[start:end]
 
 
 def extract_answer(solution: str, extraction: str = "strict") -> str | None:
