@@ -279,6 +279,8 @@ def test_a_weaker_later_marker_does_not_override_the_final_answer(solution, answ
         ('{"reasoning": "r", "answer": "\\frac{2}{7}"}', "\\frac{2}{7}", "\\frac{2}{7}"),  # LaTeX, not a form feed
         ('{"answer": "\\\\sqrt{5} \\\\times 2"}', "\\sqrt{5} \\times 2", "\\sqrt{5} \\times 2"),  # escaped properly
         ('{"answer": "\\u0034"}', "4", "4"),  # a JSON escape
+        ('{"answer": "in all\\nShe keeps 23 stamps."}', "23", "23"),  # `\\nS`: a newline, not LaTeX
+        ('{"answer": "x \\neq 3"}', "x \\neq 3", "x \\neq 3"),  # `\\ne...`: LaTeX
     ],
 )
 def test_answer_tags_and_fields_holding_sentences(solution, strict, lenient):
@@ -296,6 +298,9 @@ def test_answer_tags_and_fields_holding_sentences(solution, strict, lenient):
         ("<answer>\\log_3 9 = 2</answer>", "2"),
         ("<answer>3a+ab=0</answer>", "3a+ab=0"),  # an equation in variables is the answer itself
         ("<answer>x = 1, y = 2</answer>", "x = 1, y = 2"),
+        ("<answer>x = 3 or x = 5</answer>", "x = 3 or x = 5"),  # a variable between relations: both roots
+        ("<answer>y = 2 \\text{ or } y = -1</answer>", "y = 2 \\text{ or } y = -1"),
+        ("<answer>\\frac{3}{6} = \\frac{1}{2} = 0.5</answer>", "0.5"),
     ],
 )
 def test_an_equation_as_the_answer_gives_its_last_side_when_the_left_names_or_computes_it(solution, answer):

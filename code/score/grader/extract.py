@@ -70,9 +70,9 @@ _OPTION_B_NEXT = re.compile(r"[^\n]*\n[ \t>*#]*\(?B\)?[ \t]*[:.)]")  # `A: 12` o
 _NUMBER_NEXT = re.compile(r"[ \t:*]*[-+]?\\?\$?\d")  # "the answer is 3 + 4 = 7": a number we cannot read
 _HASHES_VALUE = re.compile(rf"[ \t]*({_QUANTITY})[ \t]*(?:\n|\Z)")
 _JSON_VALUE = re.compile(r'\s*(?:"((?:[^"\\\n]|\\.)*)"|(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?))')
-# JSON escapes in a string; `\frac`, `\times`, `\neq` written with one backslash are LaTeX, not a form feed, a tab
-# or a newline, and stay as written.
-_JSON_ESCAPE = re.compile(r'\\(?:([\\"/])|u([0-9a-fA-F]{4})|([bfnrt])(?![a-zA-Z]))')
+# JSON escapes in a string; `\frac`, `\times`, `\neq` written with one backslash (a lowercase letter follows) are
+# LaTeX, not a form feed, a tab or a newline, and stay as written; `\nThe` is a newline.
+_JSON_ESCAPE = re.compile(r'\\(?:([\\"/])|u([0-9a-fA-F]{4})|([bfnrt])(?![a-z]))')
 _JSON_ESCAPES = {"b": "", "f": "", "n": "\n", "r": "", "t": " "}
 # The output runs on into a new problem (a model continuing its few-shot prompt): what follows is not ours.
 _RUN_ON = re.compile(r"\n[ \t]*(?:#+[ \t]*|\*\*)?(?:Problem|Question|Q)(?:[ \t]+\d+)?[ \t]*(?:\*\*)?[ \t]*:")
@@ -96,6 +96,7 @@ _STATED_BY_VERB = re.compile(
 )
 _LAST_SIDE = re.compile(rf"[ \t]*+((?>{_QUANTITY}))(?:[ \t]+[A-Za-z]+){{0,2}}[ \t]*+[.!]?[ \t]*+")  # = 52 units.
 _LAST_WORD = re.compile(r".*(?<![\\\w])[A-Za-z]{2,}", re.DOTALL)
+_VARIABLE = re.compile(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])")
 _NAME_SIDE = re.compile(r"\s*(?:[A-Za-z](?:_\{?\w+\}?)?|[^A-Za-z]*)\s*")  # `x`, `A_1`, or no variable
 _WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 _NOT_NUMBER_BEFORE_ONE = {"no", "the", "any", "every", "some", "each", "this", "that", "which"}  # "no one"
@@ -315,10 +316,12 @@ def _cut_off(sentence: str) -> bool:
 
 def _stated_value(span: str) -> str:
     """`48/2 = 24` -> `24`, `x \\approx 0.785` -> `0.785`: the value after the last relation, when the first side
-    names the value or is a computation; an equation such as `2x + 3y = 6` stays whole, and so does a list."""
-    sides = _RELATION.split(span)
-    if len(sides) > 1 and "," not in span and _NAME_SIDE.fullmatch(re.sub(r"\\[a-zA-Z]+", "", sides[0])):
-        return sides[-1].strip()
+    names the value or is a computation and no side between holds a variable (a lone letter); an equation such as
+    `2x + 3y = 6` stays whole, and so do a list and `x = 3 or x = 5`."""
+    sides = [re.sub(r"\\[a-zA-Z]+", "", side) for side in _RELATION.split(span)]
+    if len(sides) > 1 and "," not in span and _NAME_SIDE.fullmatch(sides[0]):
+        if not any(_VARIABLE.search(side) for side in sides[1:-1]):
+            return _RELATION.split(span)[-1].strip()
     return span
 
 
