@@ -353,3 +353,23 @@ def test_numbers_in_formulas_or_code_are_no_answer_in_either_mode(solution, gold
 )
 def test_number_words_units_and_markup_in_a_last_sentence(solution, gold):
     assert reward(solution, gold, extraction="lenient") == 1.0
+
+
+@pytest.mark.parametrize(
+    "solution, gold",
+    [
+        ("<answer>c \\le 25/8</answer>", "25/8"),  # the bound asked for
+        ("<answer>k = -6.25</answer>", "-6.25"),
+        ('{"answer": "30 + 14 + 9 = 53"}', "53"),
+        ("<answer>\\log_2 8 = 3</answer>", "3"),
+    ],
+)
+def test_equations_as_answers_are_graded_in_both_modes(solution, gold):
+    assert reward(solution, gold) == 1.0
+    assert reward(solution, gold, extraction="lenient") == 1.0
+
+
+def test_an_unclosed_tag_sentence_is_read_in_lenient_mode_only():
+    solution = "<answer>The largest value of m is 4."
+    assert extract_answer(solution) is None
+    assert extract_answer(solution, "lenient") == "4"
