@@ -8,7 +8,8 @@ a tag, a JSON field and an option letter outrank a bare "the answer is", `Answer
 attempt recaps the first one's answer with those); the last complete one of the higher rank present wins, and an
 incomplete one (a cut-off `\\boxed{`) is passed over. A tag or field holding a sentence gives the value the
 sentence states when it states one value only ("<answer>The total is 19.</answer>"); an equation whose left side
-is a name or a computation gives its last side ("64 + 37 + 11 = 112"). Text after the output runs on into a new
+is a name or a computation gives its last side ("64 + 37 + 11 = 112"); one that opens by saying there is no value
+("Cannot be determined ...") gives none, in either mode. Text after the output runs on into a new
 problem ("\\nQuestion: ...") is another problem's and is not read.
 Lenient (for evaluating models not trained on the format) also reads, when there is no marker, the value
 stated by the last sentence ("19 people attended.", "$48/2 = 24$", "Four containers.", "there are 9 divisors
