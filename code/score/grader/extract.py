@@ -2,15 +2,15 @@
 
 Strict (the default, for training rewards) reads explicit answer markers only, none of them a guess:
 \\boxed{...} / \\fbox{...}, the paper's `The final answer is $...$. I hope it is correct.`, "the answer is N"
-(any case; N a number, $...$, True/False or an option letter), GSM8K's `#### N`, a line starting `Answer:` or
-`A:`, <answer>...</answer> tags, a JSON "answer" field. Markers come in two ranks: a box, a "final answer",
-a tag, a JSON field and an option letter outrank a bare "the answer is", `Answer:`, `A:` and `####` (a second
-attempt recaps the first one's answer with those); the last complete one of the higher rank present wins, and an
-incomplete one (a cut-off `\\boxed{`) is passed over. A tag or field holding a sentence gives the value the
-sentence states when it states one value only ("<answer>The total is 19.</answer>"); an equation whose left side
-is a name or a computation gives its last side ("64 + 37 + 11 = 112"); one that opens by saying there is no value
-("Cannot be determined ...") gives none, in either mode. Text after the output runs on into a new
-problem ("\\nQuestion: ...") is another problem's and is not read.
+(any case; N a number, $...$, a list in brackets, True/False or an option letter), GSM8K's `#### N`, a line
+starting `Answer:` or `A:`, <answer>...</answer> tags, a JSON "answer" field. Markers come in two ranks: a box,
+a "final answer", a tag, a JSON field and an option letter outrank a bare "the answer is", `Answer:`, `A:` and
+`####` (a second attempt recaps the first one's answer with those); the last complete one of the higher rank
+present wins, and an incomplete one (a cut-off `\\boxed{`) is passed over. A tag or field holding a sentence
+gives the value the sentence states when it states one value only ("<answer>The total is 19.</answer>"); an
+equation whose left side is a name or a computation gives its last side ("64 + 37 + 11 = 112"); one that opens
+by saying there is no value ("Cannot be determined ...") gives none, in either mode. Text after the output runs
+on into a new problem ("\\nQuestion: ...") is another problem's and is not read.
 Lenient (for evaluating models not trained on the format) also reads, when there is no marker, the value
 stated by the last sentence ("19 people attended.", "$48/2 = 24$", "Four containers.", "there are 9 divisors
 of 196"), and a tag's sentence that states several; none when the text was cut off mid-expression, ends inside
