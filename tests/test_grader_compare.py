@@ -375,3 +375,14 @@ def test_math500_answers_and_solutions():
     rows = _jsonl("math500.jsonl")
     assert all(is_equivalent(r["answer"], r["answer"]) for r in rows)
     assert all(reward(r["solution"], r["answer"]) == 1.0 for r in rows)
+
+
+def test_a_closed_bound_on_a_name_answers_a_question_for_that_bound():
+    assert is_equivalent("c \\le \\frac{25}{8}", "25/8")  # "the largest c is 25/8"
+    assert is_equivalent("3 \\le x", "3")
+    assert is_equivalent("x \\ge 3", "[3, \\infty)")  # a set gold still compares as a set
+    assert not is_equivalent("25/8", "c \\le 25/8")  # a gold inequality asks for the set, not its end
+    assert not is_equivalent("c < 25/8", "25/8")  # an open bound never reaches it
+    assert not is_equivalent("c \\le 25/8", "3")
+    assert not is_equivalent("x \\le y", "3")
+    assert not is_equivalent("1 \\le x \\le 3", "3")

@@ -143,7 +143,7 @@ def test_explicit_answer_markers_in_both_modes(solution, answer):
         "Which is it?\nA: 12\nB: 15\nC: 18",  # a list of options, none chosen
         "<answer>5",
         '{"answer": "5',
-        "<answer>The total is 19.</answer>",  # prose in the tags is no explicit answer
+        "<answer>The total of 12 and 7 is 19.</answer>",  # a sentence stating several values is no strict answer
     ],
 )
 def test_near_miss_markers_give_no_strict_answer(solution):
@@ -154,7 +154,7 @@ def test_near_miss_markers_give_no_strict_answer(solution):
     "solution, lenient",
     [
         ("The answer is 5. No: the answer is 3 + 4 = 7.", "7"),
-        ("<answer>\nThe total is 19.\n</answer>", "19"),
+        ("<answer>\nThe total of 12 and 7 is 19.\n</answer>", "19"),
         ("The total is 19.\n</answer>", "19"),
         ("The result is 42.\n```", "42"),
         ("Thus:\n\\[\nx = 5\n\\]", "5"),
@@ -227,6 +227,12 @@ HOSTILE = {
     "spaces before the end": "5" + " " * 50_000 + "x",
     "number words": "one " * 12_000,
     "maths closed before it opens": "\\)" * 12_000 + "\\(" * 12_000,
+    "spaced tags never closed": "< answer >" * 5_000,
+    "open maths in a tag": "<answer>" + "\\(" * 12_000 + "</answer>",
+    "backslashes in a JSON field": '{"answer": "' + "\\" * 50_000 + '"}',
+    "verbs before numbers": "is 1 " * 10_000,
+    "a long computation": "<answer>The sum is " + "1 + " * 12_000 + "1 = 12001</answer>",
+    "code fences": "```\n" * 12_000 + "5",
 }
 
 
@@ -236,3 +242,134 @@ def test_hostile_text_is_read_in_linear_time(text):
         start = time.perf_counter()
         extract_answer(text, mode)
         assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize(
+    "solution, answer",
+    [
+        # a second attempt recaps the first with a weaker marker: the box or the final-answer form still wins
+        ("So the answer is $\\boxed{6}$. In my previous answer I wrote that the answer is 4.", "6"),
+        ("Final Answer: The final answer is $6$. I hope it is correct. Earlier I said the answer is 4.", "6"),
+        ("\\boxed{6}\nMy first attempt ended with\nAnswer: 4", "6"),
+        ("\\boxed{6} (the first try had\n#### 4\n)", "6"),
+        ("\\boxed{6}. Before, the answer is 3 + 4 = 7, which was wrong.", "6"),  # an unreadable weak one hides no box
+        ("\\boxed{5} at first, then \\boxed{6}. The answer is 4 in the first try.", "6"),  # the last of the rank
+        ("The answer is 4. Then the answer is 5.", "5"),  # within a rank the last wins
+        ("<answer>6</answer> In the first attempt the answer is 4.", "6"),
+    ],
+)
+def test_a_weaker_later_marker_does_not_override_the_final_answer(solution, answer):
+    assert extract_answer(solution) == answer
+    assert extract_answer(solution, "lenient") == answer
+    assert reward(solution, answer) == 1.0
+
+
+@pytest.mark.parametrize(
+    "solution, strict, lenient",
+    [
+        ("<answer>The garden has 14 rows.</answer>", "14", "14"),  # one stated value: both modes
+        ("<answer>So there are 6 ways to seat 4 guests.</answer>", None, "6"),  # several: the verb's, lenient only
+        ("<answer> $T = 2k$ and so $k = 8$ </answer>", None, "8"),
+        ("<answer>Hence the width is $\\frac{3}{2}$ metres.</answer>", "\\frac{3}{2}", "\\frac{3}{2}"),
+        ("< answer > 12 </answer>", "12", "12"),  # spaces inside the tags
+        ("<answer><answer>12</answer>", "12", "12"),  # opened twice
+        ("<Answer>12</ANSWER>", "12", "12"),
+        ("<answer>Cannot be found: it is $(p^2 - 1) / 8$.</answer>", None, None),  # a refusal states no value
+        ('{"reasoning": "r", "answer": "She keeps 23 stamps."}', "23", "23"),
+        ('{"reasoning": "r", "answer": "\\frac{2}{7}"}', "\\frac{2}{7}", "\\frac{2}{7}"),  # LaTeX, not a form feed
+        ('{"answer": "\\\\sqrt{5} \\\\times 2"}', "\\sqrt{5} \\times 2", "\\sqrt{5} \\times 2"),  # escaped properly
+        ('{"answer": "\\u0034"}', "4", "4"),  # a JSON escape
+        ('{"answer": "in all\\nShe keeps 23 stamps."}', "23", "23"),  # `\\nS`: a newline, not LaTeX
+        ('{"answer": "x \\neq 3"}', "x \\neq 3", "x \\neq 3"),  # `\\ne...`: LaTeX
+    ],
+)
+def test_answer_tags_and_fields_holding_sentences(solution, strict, lenient):
+    assert extract_answer(solution) == strict
+    assert extract_answer(solution, "lenient") == lenient
+
+
+@pytest.mark.parametrize(
+    "solution, answer",
+    [
+        ("<answer>m=-2.75</answer>", "-2.75"),  # a name: its value
+        ('{"answer": "12 + 9 + 4 = 25"}', "25"),  # a computation: its result
+        ('{"answer": "3 * 15 = 45 pages"}', "45 pages"),
+        ("<answer>The length is 6 * 7 = 42 metres.</answer>", "42"),
+        ("<answer>\\log_3 9 = 2</answer>", "2"),
+        ("<answer>3a+ab=0</answer>", "3a+ab=0"),  # an equation in variables is the answer itself
+        ("<answer>x = 1, y = 2</answer>", "x = 1, y = 2"),
+        ("<answer>x = 3 or x = 5</answer>", "x = 3 or x = 5"),  # a variable between relations: both roots
+        ("<answer>y = 2 \\text{ or } y = -1</answer>", "y = 2 \\text{ or } y = -1"),
+        ("<answer>\\frac{3}{6} = \\frac{1}{2} = 0.5</answer>", "0.5"),
+    ],
+)
+def test_an_equation_as_the_answer_gives_its_last_side_when_the_left_names_or_computes_it(solution, answer):
+    assert extract_answer(solution) == answer
+    assert extract_answer(solution, "lenient") == answer
+
+
+@pytest.mark.parametrize(
+    "solution, answer",
+    [
+        ("Hence the answer is [3, 5].", "3, 5"),
+        ("So the answer is [-1, 2, 2]", "-1, 2, 2"),
+    ],
+)
+def test_a_list_after_the_answer_is_read_in_both_modes(solution, answer):
+    assert extract_answer(solution) == answer
+    assert extract_answer(solution, "lenient") == answer
+
+
+@pytest.mark.parametrize(
+    "solution, gold",
+    [
+        ("The answer is C(p+q-1, q-1).", "-1"),  # a formula in free variables: no number
+        ("Thus the count is n - 1.", "1"),
+        ("The number of paths is 2n.", "2"),
+        ("So it equals 3 + k.", "3"),
+        ("```lean\ntheorem t (a : ℝ) : a ^ 2 ≥ 0 := by\n  nlinarith [sq_nonneg (a - 1)]\n```", "1"),  # code
+        ("We conclude:\n```lean\nexample : (2 : ℕ) + 2 = 4 := by\n  norm_num\n", "4"),  # cut off inside code
+        ("The limit is Tendsto f (nhds 0) (nhds 0) :=", "0"),
+        ("<answer>7m</answer>", "7"),
+        ('{"answer": "Not possible; it would need 5 more"}', "5"),
+    ],
+)
+def test_numbers_in_formulas_or_code_are_no_answer_in_either_mode(solution, gold):
+    assert reward(solution, gold) == 0.0
+    assert reward(solution, gold, extraction="lenient") == 0.0
+
+
+@pytest.mark.parametrize(
+    "solution, gold",
+    [
+        ("So there are three ways.", "3"),
+        ("The room covers 12 m².", "12"),
+        ("The area is 20 cm².", "20 cm^2"),
+        ("The ticket costs $\\$42$.", "42"),
+        ("So the mean is 7.\n</think>", "7"),
+        ('The value is <script type="math/tex">x = 9</script>', "9"),
+        ("He paid $40 + $15 = $55 in total.", "55"),
+    ],
+)
+def test_number_words_units_and_markup_in_a_last_sentence(solution, gold):
+    assert reward(solution, gold, extraction="lenient") == 1.0
+
+
+@pytest.mark.parametrize(
+    "solution, gold",
+    [
+        ("<answer>c \\le 25/8</answer>", "25/8"),  # the bound asked for
+        ("<answer>k = -6.25</answer>", "-6.25"),
+        ('{"answer": "30 + 14 + 9 = 53"}', "53"),
+        ("<answer>\\log_2 8 = 3</answer>", "3"),
+    ],
+)
+def test_equations_as_answers_are_graded_in_both_modes(solution, gold):
+    assert reward(solution, gold) == 1.0
+    assert reward(solution, gold, extraction="lenient") == 1.0
+
+
+def test_an_unclosed_tag_sentence_is_read_in_lenient_mode_only():
+    solution = "<answer>The largest value of m is 4."
+    assert extract_answer(solution) is None
+    assert extract_answer(solution, "lenient") == "4"

@@ -10,7 +10,8 @@ any thread.
 
 The stages, one file each, in the order an answer meets them:
     extract.py    the final answer of a solution (strict: explicit markers such as \\boxed{} or "the answer is
-                  N"; lenient: also the value its last sentence states)
+                  N", a box or final-answer form outranking a later bare "the answer is"; the value an <answer>
+                  tag or JSON field states; lenient: also the value its last sentence states)
     normalize.py  answer string -> canonical string and unit (wrappers, units, labels, words, times, numerals)
     parse.py      canonical string -> tree (whitelisted tokens, recursive descent, answer structure)
     exact.py      exact arithmetic on trees (rationals, polynomials in variables, pi, e, i)

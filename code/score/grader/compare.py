@@ -179,6 +179,15 @@ def _assigned_value(node: tuple) -> tuple:
     return node
 
 
+def _closed_bound(node: tuple) -> tuple | None:
+    """`c \\le 25/8` -> 25/8: the other side of a closed bound on a name, the value that a question asking for c's
+    largest (or smallest) value wants; None for anything else (`c < 25/8` never reaches 25/8)."""
+    if node[0] != "expr" or node[1][0] != "rel" or node[1][1] not in (("<=",), (">=",)):
+        return None
+    left, right = node[1][2]
+    return right if left[0] == "sym" else left if right[0] == "sym" else None
+
+
 # A decimal gold this precise stands for an exact value (TheoremQA's 0.78539815 for pi/4); 3.14 and 0.33 do not.
 MIN_SIGNIFICANT_DIGITS = 6
 _DECIMAL = re.compile(r"-?(\d+)\.(\d{1,50})")
@@ -261,7 +270,10 @@ def compare(a: str, b: str, use_sympy: bool) -> bool:
         if (sa[0] == "numeral") != (sb[0] == "numeral"):
             numeral, written = (sa, b) if sa[0] == "numeral" else (sb, a)
             return digits(written) == numeral[1]
-        return _equal(_canonical(sa), _canonical(sb), use_sympy) or _rounded_by(sa, a, b, use_sympy)
+        if _equal(_canonical(sa), _canonical(sb), use_sympy) or _rounded_by(sa, a, b, use_sympy):
+            return True
+        bound = _closed_bound(sa)  # only the answer's: a gold `c \\le 25/8` asks for the bound, not a number
+        return bound is not None and sb[0] == "expr" and sb[1][0] != "rel" and _scalar_equal(bound, sb[1], use_sympy)
     except (Reject, ZeroDivisionError, OverflowError, ValueError, RecursionError):
         return False
 

@@ -17,7 +17,7 @@ from score.grader.units import unit_key, words_to_number
 
 _UNICODE = {"−": "-", "–": "-", "×": "\\times ", "·": "\\cdot ", "÷": "\\div ", "π": "\\pi ", "∞": "\\infty ",
             "√": "\\sqrt ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "∪": "\\cup ", "°": "^\\circ ",
-            "±": "\\pm "}  # fmt: skip
+            "±": "\\pm ", "²": "^2", "³": "^3"}  # fmt: skip
 _TEXT_CMD = re.compile(r"\\(text(?:bf|it|rm|normal|sf|tt)?|mbox|math(?:rm|bf|it|sf)|operatorname)\s*(?=\{)")
 _WORDY = re.compile(r"[A-Za-z][A-Za-z\s.'\-]*(?:(?:/|\^\s*\{?-?\d\}?)[A-Za-z\s.'\-]*)*")
 _UNIT_TAIL = re.compile(r"\s*\^\s*\{?-?\d\}?|\s*/\s*\\(?:text|mbox|mathrm)\s*\{[A-Za-z\s.]*\}(?:\s*\^\s*\{?\d\}?)?")
