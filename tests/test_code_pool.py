@@ -15,6 +15,7 @@ from score.code.pool import START_GRACE, WORKER_GRACE
 TESTS = "assert square(2) == 4\n"
 GOOD = "def square(x):\n    return x * x\n"
 SLOW = "import time\ntime.sleep(2)\n" + GOOD
+ASLEEP = "import time\ntime.sleep(60)\n" + GOOD
 CODE = os.path.join(os.path.dirname(__file__), "..", "code")
 
 
@@ -50,7 +51,7 @@ def test_workers_and_jails_end_with_a_killed_parent():
         import sys, threading
         sys.path.insert(0, {CODE!r})
         from score.code import run_programs
-        threading.Thread(target=run_programs, args=([{SLOW!r}] * 2, [{TESTS!r}] * 2, 10.0, 2)).start()
+        threading.Thread(target=run_programs, args=([{ASLEEP!r}] * 2, [{TESTS!r}] * 2, 30.0, 2)).start()
         import time, psutil
         time.sleep(1.5)
         print(" ".join(str(p.pid) for p in psutil.Process().children(recursive=True)), flush=True)
@@ -58,10 +59,28 @@ def test_workers_and_jails_end_with_a_killed_parent():
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     descendants = [int(pid) for pid in parent.stdout.readline().split()]
-    assert len(descendants) >= 4  # two workers, their judges and the jails below them
+    assert len(descendants) >= 8  # two workers, their judges, and two bwrap and the program below each judge
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 10
     while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in descendants):
         assert time.monotonic() < deadline, [pid for pid in descendants if psutil.pid_exists(pid)]
         time.sleep(0.1)
+
+
+def test_no_zombies_pile_up_under_a_caller_that_is_a_subreaper():
+    """As a container's PID 1 without an init: everything that ends below the pool is collected."""
+    script = textwrap.dedent(f"""
+        import ctypes, sys
+        sys.path.insert(0, {CODE!r})
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        from score.code import run_programs
+        import psutil, time
+        for _ in range(3):
+            run_programs([{GOOD!r}] * 4 + ["while True:\\n    pass\\n"] * 2, [{TESTS!r}] * 6, 0.5, 2)
+        time.sleep(2)
+        print(sum(p.status() == "zombie" for p in psutil.Process().children(recursive=True)))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0"]

@@ -47,6 +47,8 @@ class Limits:
     file_mb: int = 16  # largest file it may write
     folder_mb: int = 64  # its working folder (a tmpfs): all it may write together
     open_files: int = 64
+    judge_memory_mb: int = 2048  # address space of the trusted process running its tests (what they build of
+    # the program's answers: tuple(range(10**9)) would otherwise take the machine's memory)
 
 
 def interpreter() -> tuple[str, str]:
@@ -71,6 +73,7 @@ def jail_command(bwrap: str, python: str, prefix: str, filter_fd: int, limits: L
     """bwrap's command line around the interpreter (its program_command follows); `filter_fd` is a descriptor
     bwrap reads the JAIL filter from."""
     command = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session"]
+    command += ["--as-pid-1"]  # the program is the namespace's init: no reaper process of bwrap's above it
     command += ["--cap-drop", "ALL", "--uid", str(SANDBOX_ID), "--gid", str(SANDBOX_ID), "--hostname", "jail"]
     for path in SYSTEM_DIRS:
         if os.path.islink(path):

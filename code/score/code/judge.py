@@ -17,12 +17,11 @@ import builtins
 import os
 import select
 import subprocess
-import time
 from dataclasses import dataclass
 
 from score.code import jail, wire
 
-MAX_REPLY_BYTES = 16 * 1024 * 1024
+MAX_REPLY_BYTES = 8 * 1024 * 1024
 BUILTIN_ERRORS = {
     name: value for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, Exception)
 }
@@ -170,20 +169,21 @@ class Program:
         }
         return self.ask(request, args, kwargs)
 
-    def close(self, drain_seconds: float = 1.0) -> None:
-        """End the program: its stdin closes, so it exits and flushes its prints, which are kept; then kill."""
+    def close(self) -> None:
+        """End the program: the end of its requests makes it exit (its jail then ends in order); what it printed
+        is in the pipe already (it flushes before each reply) and is kept."""
         try:
             self.process.stdin.close()
-        except OSError:
+        except OSError:  # its buffer could not be flushed into a pipe the program no longer reads
             pass
-        output, deadline = self.process.stderr.fileno(), time.monotonic() + drain_seconds
-        while (left := deadline - time.monotonic()) > 0 and select.select([output], [], [], left)[0]:
-            data = os.read(output, 1 << 16)
-            if not data:
-                break
+        try:
+            self.process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        output = self.process.stderr.fileno()
+        while select.select([output], [], [], 0)[0] and (data := os.read(output, 1 << 16)):
             self.output += data[: max(0, self.output_bytes - len(self.output))]
-        self.process.kill()
-        self.process.wait()
         self.process.stdout.close()
         self.process.stderr.close()
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import queue
+import resource
 import select
 import signal
 import subprocess
@@ -30,7 +32,7 @@ from score.code.judge import Outcome, judge
 START_GRACE = 0.5  # seconds beyond a job's timeout for the jail's start and the kill
 WORKER_GRACE = 5.0  # seconds beyond that before a worker that has not answered counts as lost
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding score/
-PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 
 
 def usable_cores() -> int:
@@ -43,6 +45,25 @@ def _remove(folder: str) -> None:
     subprocess.run(["rm", "-rf", "--", folder], check=False)
 
 
+def _reap() -> None:
+    """Collect the exit of every process that ended below this worker, a subreaper (a jail's processes whose
+    parent was killed at the deadline end up here, not at init, which may never collect them)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _bound_the_judge(timeout: float, limits: Limits) -> None:
+    """In the judge's process: it dies with its worker, at its deadline even if nobody kills it (SIGALRM's default
+    action), and within Limits.judge_memory_mb of address space."""
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    signal.alarm(math.ceil(timeout + START_GRACE) + 1)
+    memory = limits.judge_memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+
 def run_job(job: dict, bwrap: str | None) -> Outcome:
     """One job, judged in a forked child that is killed with everything it started when the time is up."""
     timeout, limits = job["timeout"], Limits(**job["limits"])
@@ -53,6 +74,7 @@ def run_job(job: dict, bwrap: str | None) -> Outcome:
         try:
             os.setsid()
             os.close(read_end)
+            _bound_the_judge(timeout, limits)
             try:
                 outcome = judge(job["program"], job["tests"], job["preamble"], timeout, limits, bwrap, folder)
             except BaseException as e:  # noqa: B036 - a broken judge is reported, never taken for a pass
@@ -71,6 +93,7 @@ def run_job(job: dict, bwrap: str | None) -> Outcome:
     if not ended:
         os.killpg(child, signal.SIGKILL)
     os.waitpid(child, 0)
+    _reap()
     if folder:
         _remove(folder)
     if not ended:
@@ -86,11 +109,19 @@ def serve() -> None:
     preamble, timeout, limits}), one JSON outcome per line on stdout."""
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(number, signal.SIG_IGN)
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc = ctypes.CDLL(None)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     bwrap = json.loads(sys.argv[1])["bwrap"]
     channel = os.fdopen(os.dup(1), "w")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stray prints of a forked judge never reach the channel
-    for line in sys.stdin:
+    while True:
+        if not select.select([sys.stdin], [], [], 1.0)[0]:
+            _reap()  # what ended below it since the last job (a killed judge's jail ends just after the judge)
+            continue
+        line = sys.stdin.readline()
+        if not line:
+            return
         channel.write(json.dumps(asdict(run_job(json.loads(line), bwrap))) + "\n")
         channel.flush()
 

@@ -28,11 +28,16 @@ JAIL = (
     "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr", "pidfd_getfd",
     "settimeofday", "clock_settime", "adjtimex", "clock_adjtime", "lookup_dcookie", "vhangup", "uselib",
     "memfd_create",
+    # counted per user on the whole host, so a program could use up its user's share (inotify, fanotify, POSIX
+    # message queues), or read and set which pages of a shared file are cached: a channel to later programs
+    "inotify_init", "inotify_init1", "inotify_add_watch", "inotify_rm_watch", "fanotify_init", "fanotify_mark",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr", "mincore",
+    "fadvise64", "readahead", "cachestat",
 )  # fmt: skip
 PROGRAM = JAIL + ("execve", "execveat", "fork", "vfork", "clone", "clone3")
 
 # System call numbers (asm/unistd_64.h; asm-generic/unistd.h for aarch64, which has no fork, vfork, mknod, iopl,
-# ioperm or uselib) and the AUDIT_ARCH value the kernel reports for each.
+# ioperm, uselib or inotify_init; cachestat is 451 on both) and the AUDIT_ARCH value the kernel reports for each.
 ARCHITECTURES = {
     "x86_64": (0xC000003E, {
         "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "mount": 165, "umount2": 166,
@@ -46,6 +51,10 @@ ARCHITECTURES = {
         "open_tree": 428, "mount_setattr": 442, "pidfd_getfd": 438, "settimeofday": 164, "clock_settime": 227,
         "adjtimex": 159, "clock_adjtime": 305, "lookup_dcookie": 212, "vhangup": 153, "uselib": 134,
         "memfd_create": 319, "execve": 59, "execveat": 322, "fork": 57, "vfork": 58, "clone": 56, "clone3": 435,
+        "inotify_init": 253, "inotify_init1": 294, "inotify_add_watch": 254, "inotify_rm_watch": 255,
+        "fanotify_init": 300, "fanotify_mark": 301, "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242,
+        "mq_timedreceive": 243, "mq_notify": 244, "mq_getsetattr": 245, "mincore": 27, "fadvise64": 221,
+        "readahead": 187, "cachestat": 451,
     }),
     "aarch64": (0xC00000B7, {
         "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "mount": 40, "umount2": 39,
@@ -58,7 +67,10 @@ ARCHITECTURES = {
         "fsmount": 432, "fspick": 433, "move_mount": 429, "open_tree": 428, "mount_setattr": 442,
         "pidfd_getfd": 438, "settimeofday": 170, "clock_settime": 112, "adjtimex": 171, "clock_adjtime": 266,
         "lookup_dcookie": 18, "vhangup": 58, "memfd_create": 279, "execve": 221, "execveat": 281, "clone": 220,
-        "clone3": 435,
+        "clone3": 435, "inotify_init1": 26, "inotify_add_watch": 27, "inotify_rm_watch": 28, "fanotify_init": 262,
+        "fanotify_mark": 263, "mq_open": 180, "mq_unlink": 181, "mq_timedsend": 182, "mq_timedreceive": 183,
+        "mq_notify": 184, "mq_getsetattr": 185, "mincore": 232, "fadvise64": 223, "readahead": 213,
+        "cachestat": 451,
     }),
 }  # fmt: skip
 

@@ -87,6 +87,8 @@ def _limit(limits: dict) -> None:
         (resource.RLIMIT_FSIZE, limits["file_mb"] * mib),
         (resource.RLIMIT_NOFILE, limits["open_files"]),
         (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_SIGPENDING, 64),  # queued signals and message-queue bytes count per user on the host
+        (resource.RLIMIT_MSGQUEUE, 0),
     ):
         resource.setrlimit(kind, (value, value))
 
@@ -117,6 +119,11 @@ def main() -> None:
     receive = requests.readline
 
     def send(message: dict) -> None:
+        for stream in (sys.stdout, sys.stderr):  # the program's prints reach the judge before the reply does
+            try:
+                stream.flush()
+            except BaseException:  # noqa: B036 - a stream the program closed or replaced
+                pass
         replies.write(wire.dumps(message))
         replies.flush()
 
@@ -136,6 +143,7 @@ def main() -> None:
             send(reply)
         except BaseException as error:  # noqa: B036 - a reply that cannot be written (too deep, too large)
             send(_raised(error))
+    os._exit(0)  # the judge closed the pipe: done, and nothing of the program's runs at exit
 
 
 if __name__ == "__main__":
