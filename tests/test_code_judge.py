@@ -131,3 +131,19 @@ def test_subclasses_of_plain_types_and_builtin_types_as_plain_python_compares_th
     tests = "assert count('aab') == {'a': 2, 'b': 1}\nassert group([('k', 1), ('k', 2)]) == {'k': [1, 2]}\n"
     tests += "assert point() == (1, 2)\nassert drop((1, 2.5, 'x'), int) == [2.5, 'x']\nassert kind() is float\n"
     assert judge(program, tests).passed
+
+
+def test_the_program_is_paused_while_the_tests_run():
+    """A program that writes its own reply and then spins: once the reply is read it is stopped, so the judge's
+    work (decoding, the tests) and the program never take two cores at once."""
+    from score.code import jail
+    from score.code.judge import Program
+
+    spinner = 'import os\nos.write(4, b\'{"value":null}\\n\')\nwhile True:\n    pass\n'
+    program = Program(jail.start(jail.find_bwrap(), 5.0, jail.Limits()), 1024)
+    try:
+        program.ask({"program": spinner})
+        with open(f"/proc/{program.pid}/stat") as f:
+            assert f.read().rsplit(")", 1)[1].split()[0] == "T"  # stopped
+    finally:
+        program.close()

@@ -105,19 +105,28 @@ def _bwrap_candidates() -> list[str]:
     return found
 
 
-def start(bwrap: str | None, timeout: float, limits: Limits, cwd: str | None = None) -> subprocess.Popen:
-    """The program's interpreter, started: in the jail when `bwrap` is given, else unjailed in `cwd`."""
+def start(bwrap: str | None, timeout: float, limits: Limits, cwd: str | None = None) -> tuple[subprocess.Popen, int]:
+    """The program's interpreter, started: in the jail when `bwrap` is given, else unjailed in `cwd`; with the
+    process id of the interpreter itself (inside the jail, bwrap's --info-fd says it), which the judge pauses."""
     python, prefix = interpreter()
     pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     if bwrap is None:
         command = program_command(python, timeout, limits, str(HERE))
-        return subprocess.Popen(command, cwd=cwd, env={"PATH": "/usr/bin:/bin", "HOME": cwd}, **pipes)
+        process = subprocess.Popen(command, cwd=cwd, env={"PATH": "/usr/bin:/bin", "HOME": cwd}, **pipes)
+        return process, process.pid
     filter_read, filter_write = os.pipe()
+    info_read, info_write = os.pipe()
     try:
         os.write(filter_write, seccomp.build_filter(seccomp.JAIL))
         os.close(filter_write)
-        command = jail_command(bwrap, python, prefix, filter_read, limits) + program_command(python, timeout, limits)
-        return subprocess.Popen(command, pass_fds=(filter_read,), env={}, **pipes)
+        command = jail_command(bwrap, python, prefix, filter_read, limits)
+        command[-1:-1] = ["--info-fd", str(info_write)]
+        command += program_command(python, timeout, limits)
+        process = subprocess.Popen(command, pass_fds=(filter_read, info_write), env={}, **pipes)
+        os.close(info_write)
+        with os.fdopen(info_read, "rb") as info:
+            pid = json.loads(info.read() or b"{}").get("child-pid", process.pid)  # bwrap failed: its own pid
+        return process, pid
     finally:
         os.close(filter_read)
 
@@ -128,7 +137,7 @@ PROBE = "import os\nuid = os.getuid()\n"
 def _probe(bwrap: str) -> str | None:
     """None when `bwrap` runs a program in the jail here, else the first line of why not."""
     try:
-        process = start(bwrap, 10.0, Limits())
+        process, _ = start(bwrap, 10.0, Limits())
         out, err = process.communicate(json.dumps({"program": PROBE}).encode() + b"\n", timeout=30)
     except (OSError, ValueError, subprocess.TimeoutExpired) as e:
         return f"{bwrap}: {e}"

@@ -16,6 +16,7 @@ import ast
 import builtins
 import os
 import select
+import signal
 import subprocess
 from dataclasses import dataclass
 
@@ -80,11 +81,19 @@ def _empty(statement: ast.stmt) -> bool:
 
 
 class Program:
-    """The program's interpreter and the one conversation with it: one request, one reply line."""
+    """The program's interpreter and the one conversation with it: one request, one reply line. Between a reply
+    and the next request the program is paused (SIGSTOP), so while the tests run here it uses no CPU: a job is
+    one busy process at a time, whatever the program does."""
 
-    def __init__(self, process: subprocess.Popen, output_bytes: int) -> None:
-        self.process, self.output_bytes = process, output_bytes
+    def __init__(self, started: tuple[subprocess.Popen, int], output_bytes: int) -> None:
+        (self.process, self.pid), self.output_bytes = started, output_bytes
         self.output, self.buffer = b"", b""
+
+    def _signal(self, number: int) -> None:
+        try:
+            os.kill(self.pid, number)
+        except ProcessLookupError:  # it ended; reading its reply will say so
+            pass
 
     def _read_line(self) -> bytes:
         """The next reply line, reading the program's output beside it (so a chatty program does not block)."""
@@ -111,12 +120,15 @@ class Program:
         """Send `request`; the decoded value of the reply, or raise what the program raised. `args` and `kwargs`
         are the test's own arguments of a call, updated with what the call left in them."""
         try:
+            self._signal(signal.SIGCONT)
             self.process.stdin.write(wire.dumps(request))
             self.process.stdin.flush()
         except OSError as e:
             raise ProgramGone(f"the program stopped reading ({e.strerror})") from None
         try:
-            reply = wire.loads(self._read_line())
+            line = self._read_line()
+            self._signal(signal.SIGSTOP)
+            reply = wire.loads(line)
             if "raised" in reply:
                 name, message = str(reply["raised"])[:100], str(reply.get("message", ""))[:500]
                 error = BUILTIN_ERRORS.get(name)
@@ -172,6 +184,7 @@ class Program:
     def close(self) -> None:
         """End the program: the end of its requests makes it exit (its jail then ends in order); what it printed
         is in the pipe already (it flushes before each reply) and is kept."""
+        self._signal(signal.SIGCONT)
         try:
             self.process.stdin.close()
         except OSError:  # its buffer could not be flushed into a pipe the program no longer reads
