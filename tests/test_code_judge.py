@@ -3,6 +3,7 @@ the program returned (types, iterators, in-place changes, exceptions, its own ob
 take from the program are exactly those it is asked to write."""
 
 import ast
+import time
 
 import pytest
 from score.code import run_programs
@@ -143,7 +144,10 @@ def test_the_program_is_paused_while_the_tests_run():
     program = Program(jail.start(jail.find_bwrap(), 5.0, jail.Limits()), 1024)
     try:
         program.ask({"program": spinner})
-        with open(f"/proc/{program.pid}/stat") as f:
-            assert f.read().rsplit(")", 1)[1].split()[0] == "T"  # stopped
+        deadline, state = time.monotonic() + 2, ""
+        while state != "T" and time.monotonic() < deadline:  # SIGSTOP lands when the process is next scheduled
+            with open(f"/proc/{program.pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        assert state == "T"  # stopped
     finally:
         program.close()
