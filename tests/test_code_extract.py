@@ -30,3 +30,11 @@ def test_mbpp_begin_done_and_bare_code():
     assert extract_program("The function adds two numbers.") is None
     assert extract_program("") is None
     assert extract_program("x" * 200_000) is None
+
+
+def test_a_program_ended_by_done_without_begin():
+    """A model copying the paper's shots may end its program with [DONE] and go on (the correction turn)."""
+    program = "def f(x):\n    return x + 1\n"
+    assert extract_program(program + "[DONE]") == program
+    assert extract_program(program + "[DONE]\n\nYou are an expert Python programmer, and here is") == program
+    assert extract_program("Here it is: [DONE]") is None

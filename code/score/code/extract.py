@@ -4,7 +4,8 @@ Which block wins: the last complete fenced block that defines a function (``def`
 Answers that explain, then show the code, then show how to call it end with a usage block that defines nothing;
 answers that correct themselves (the second attempt) end with the corrected version. Language tags other than
 python (```py, ```python3 and none at all count as python) skip the block. An answer cut off inside its only fence
-keeps the code written so far. Without fences, the whole answer counts when it parses as Python.
+keeps the code written so far. Without fences, what comes before a [DONE] with no [BEGIN], else the whole answer,
+counts when it parses as Python.
 """
 
 from __future__ import annotations
@@ -42,4 +43,7 @@ def extract_program(solution: str) -> str | None:
     begun = BEGIN_DONE.search(solution)
     if begun and begun[1].strip():
         return begun[1] + "\n"
+    ended = solution.split("[DONE]")[0]  # a program ended by [DONE] without its [BEGIN], as the shots end them
+    if ended != solution and ended.strip() and _parses(ended):
+        return ended
     return solution if _parses(solution) else None
