@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:
-#   make demo   set up .venv and run the whole pipeline on the embedded tiny default (no downloads)
+#   make demo   set up .venv and run the whole pipeline on the embedded tiny default (no model or data downloads)
 #   make test   set up .venv and .venv-vllm, lint, and run the test suite (the vLLM engine tests in .venv-vllm)
 PYTHON ?= python3
 VENV := .venv
