@@ -19,7 +19,8 @@ from score.checkpoints import (
     writing,
 )
 from score.config import REPO_ROOT, ScoreError, load_config
-from score.trainer import lr_factor, stage_schedule
+from score.objectives import stage_schedule
+from score.trainer import lr_factor
 
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
 

@@ -18,7 +18,8 @@ from score.checkpoints import RunFiles
 from score.config import REPO_ROOT, ScoreError, load_config
 from score.data import load_math
 from score.models import load_model, weight_dtypes
-from score.trainer import lr_factor, stage_schedule, step_problems, train
+from score.objectives import stage_schedule
+from score.trainer import lr_factor, step_problems, train
 
 # 4 problems x 4 samples in one micro-batch, a fast lr, no checkpoints: the learning tests' step
 RL_BATCH = [

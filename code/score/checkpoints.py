@@ -11,7 +11,6 @@ pruning would take for a finished checkpoint.
 from __future__ import annotations
 
 import json
-import random
 import re
 import shutil
 import warnings
@@ -19,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
 import yaml
@@ -28,6 +26,9 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from score.config import SUPERVISED_ROWS, Config, ScoreError, load_config
+from score.models import full_state_dict, lora_scaling, merge_lora, transformers_model
+from score.objectives import stage_schedule
+from score.seeding import random_states, restore_random_states
 
 # Settings that cannot change what a run computes: where and how often it logs and saves, how it is
 # evaluated, downloads, experiments, grader parallelism. A resumed run may change these freely.
@@ -111,8 +112,6 @@ def changed_settings(saved: Config, new: Config) -> list[str]:
     stage schedule is allowed when one schedule starts with the other (more steps of the last stage, more rounds)
     and the learning rate is constant: the shared steps compute the same thing (linear and cosine factors depend
     on the total number of steps)."""
-    from score.trainer import stage_schedule
-
     old, now = flat_settings(saved), flat_settings(new)
     differ = [name for name in result_settings(new) if old.get(name) != now[name]]
     if heldout_split(saved) != heldout_split(new):
@@ -296,8 +295,6 @@ def save_model(accelerator: Accelerator, policy, tokenizer, target: Path, merged
     A LoRA policy saves its adapter as peft does (adapter_config.json, adapter_model.safetensors), loadable onto the
     base model; with `merged` the folder holds the merged weights as a plain model and the adapter goes to
     <target>/adapter/ (beside merged weights it would be applied twice by Transformers' loader)."""
-    from score.models import full_state_dict, lora_scaling, merge_lora, transformers_model
-
     state = full_state_dict(accelerator, policy, main_only=True)
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(policy)
@@ -314,30 +311,6 @@ def save_model(accelerator: Accelerator, policy, tokenizer, target: Path, merged
         with writing(target.parent):
             save_atomically(target, write)
     accelerator.wait_for_everyone()
-
-
-def random_states() -> dict:
-    """This process's RNG states as plain lists and tensors (loadable with weights_only=True)."""
-    version, internal, gauss = random.getstate()
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    states = {
-        "python": [version, list(internal), gauss],
-        "numpy": [kind, keys.tolist(), position, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_random_states(states: dict) -> None:
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, position, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 @contextmanager

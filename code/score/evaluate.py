@@ -445,9 +445,6 @@ def evaluate(cfg: Config) -> Path:
     if run_metrics.exists():
         plot_training(run_metrics, out / "training.png")
     model.close()
-    from score.card import refresh_card  # here: card.py builds on this module
-
-    refresh_card(model_path)
     print(results_table(compare + [(label, metrics)]))
     if "sampled" in metrics:
         print(scaling_markdown(metrics["sampled"]))

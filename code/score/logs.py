@@ -17,7 +17,6 @@ from score.config import Config, first_line
 from score.data import Problem
 from score.diagnostics import edit_distance, same_answer
 from score.grader import extract_answer
-from score.monitor import PREFIX
 from score.rollout import Rollout
 
 if TYPE_CHECKING:
@@ -27,6 +26,7 @@ SAMPLES_LOGGED = 4  # conversations written to samples.jsonl each time
 TEXT_DIAGNOSTIC_ROWS = 64  # conversations per process whose attempts are compared as texts each step
 PROJECT = "score"  # W&B and trackio project, MLflow experiment (WANDB_PROJECT, MLFLOW_EXPERIMENT_NAME override)
 TRACKER_RUNS = "trackers.json"  # in the run folder: each tracker's run, which a resumed training run continues
+PREFIX = "heldout_"  # of the held-out evaluation's keys in metrics.jsonl (monitor.py writes them)
 HELDOUT_TABLE = "heldout/evaluations"  # every held-out evaluation of the run, one row each, sent at the end
 
 

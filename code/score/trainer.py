@@ -27,7 +27,6 @@ from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 
 from score import objectives
-from score.card import write_card
 from score.checkpoints import (
     RunFiles,
     check_resume,
@@ -74,12 +73,6 @@ from score.preemption import (
 )
 from score.progress import progress
 from score.rollout import RewardFn, Rollout, generate_rollouts
-
-
-def stage_schedule(cfg: Config) -> list[int]:
-    """The stage (1 or 2) of every optimizer step: rounds of Stage I steps then Stage II steps."""
-    t = cfg.train
-    return ([1] * t.stage1_steps + [2] * t.stage2_steps) * t.rounds
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -216,7 +209,7 @@ def start_run(cfg: Config) -> Run:
         reference = load_model(model_path, cfg.model, reference_dtype).to(accelerator.device).eval()
         reference.requires_grad_(False)
     check_context(tokenizer, policy.config, problems + heldout, cfg, evaluating=bool(heldout))
-    schedule = stage_schedule(cfg)
+    schedule = objectives.stage_schedule(cfg)
     if sharded:
         policy = shard_policy(policy.to(accelerator.device))
         if not lora:
@@ -525,7 +518,6 @@ def finish(run: Run) -> None:
     save_model(accelerator, run.policy, run.tokenizer, run.files.root / "final", run.cfg.model.lora_merge_on_save)
     run.logger.close()
     if accelerator.is_main_process:
-        write_card(run.files.root / "final", run.cfg, run.problems)
         print(f"run saved to {run.files.root} (final model: {run.files.root / 'final'})")
 
 

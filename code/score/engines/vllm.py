@@ -21,9 +21,9 @@ from unittest import mock
 import torch
 from transformers import GenerationConfig
 
-from score.checkpoints import random_states, restore_random_states
 from score.config import RolloutConfig, ScoreError
-from score.engines import Engine, Samples, Sampling
+from score.engines.base import Engine, Samples, Sampling
+from score.seeding import random_states, restore_random_states
 
 # The engine core runs in this process, not in a child process: weights can then be handed over in memory.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
