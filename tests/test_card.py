@@ -18,6 +18,7 @@ from score.card import (
 )
 from score.config import REPO_ROOT, ScoreError, load_config
 from score.data import Problem, training_problems
+from score.provenance import model_files_sha256
 from test_trainer import tiny_config
 from transformers import AutoModelForCausalLM
 
@@ -47,7 +48,7 @@ def test_a_run_writes_its_card_and_its_own_evaluations_refresh_it(tmp_path, tiny
     out = evaluate_with_card(cfg)  # eval.model empty: this run's final/
     metrics = json.loads((out / "metrics.json").read_text())
     settings = json.loads((out / "settings.json").read_text())
-    assert settings["model_files_sha256"] == ev.model_files_sha256(final)  # the refreshed card changed no hash
+    assert settings["model_files_sha256"] == model_files_sha256(final)  # the refreshed card changed no hash
     card = ModelCard.load(final / "README.md")
     results = {r.metric_name: r.metric_value for r in card.data.eval_results}
     assert results == {
@@ -197,7 +198,7 @@ def test_only_whole_evaluations_of_these_weights_are_listed(tmp_path):
     final = tmp_path / "run" / "final"
     final.mkdir(parents=True)
     (final / "config.json").write_text("{}")
-    settings = {"model": str(final), "model_files_sha256": ev.model_files_sha256(final)}
+    settings = {"model": str(final), "model_files_sha256": model_files_sha256(final)}
     evaluations = {
         "listed": (json.dumps(settings).encode(), b'{"n": 2, "accuracy_t1": 0.5}'),
         "metrics_a_list": (json.dumps(settings).encode(), b"[0.5]"),

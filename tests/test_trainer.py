@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import psutil
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from score import objectives
 from score import trainer as trainer_module
 from score.checkpoints import RunFiles
@@ -357,12 +358,34 @@ def test_resume_refuses_other_settings_and_accepts_neutral_ones(tmp_path, tiny_m
     assert "\n" not in str(error.value) and "alpha" not in str(error.value)
     with pytest.raises(ScoreError, match="train.stage1_steps"):  # a different schedule, not an extension
         train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *resume, "train.stage1_steps=2"))
+    # A schedule that ends before the newest checkpoint (step 2) is refused, not run as "step 2 of 1" (issue 26).
+    with pytest.raises(ScoreError, match="its newest checkpoint step_2 lies beyond the 1 steps of this schedule"):
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *resume, "train.stage2_steps=0"))
     assert (run / "config.yaml").read_text() == saved
     # logging, save cadence, evaluation and more Stage II steps cannot change the steps already taken
     neutral = [*resume, "train.stage2_steps=2", "train.save_every=0", "train.sample_every=1", "eval.max_problems=3"]
     train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *neutral), contains("y"))
     assert [r["step"] for r in metrics(run)] == [1, 2, 3]
     assert load_config(run / "config.yaml").train.stage2_steps == 2
+
+
+def test_resume_refuses_another_base_model_and_other_data(tmp_path, tiny_model_dir, sample_jsonl):
+    # model.base_dir and the base's name are the same; its weights are replaced in place (issue 26, defect 1)
+    base, data = tmp_path / "base", tmp_path / "math.jsonl"
+    shutil.copytree(tiny_model_dir, base)
+    shutil.copy(sample_jsonl, data)
+    overrides = ["train.stage1_steps=1", "train.stage2_steps=1", "train.save_every=1"]
+    run = train(tiny_config(tmp_path, base, data, *overrides), contains("y"))
+    weights = load_file(base / "model.safetensors")
+    save_file({name: 2 * w for name, w in weights.items()}, base / "model.safetensors", metadata={"format": "pt"})
+    resume = [*overrides, "train.stage2_steps=2", "train.resume=true"]
+    with pytest.raises(ScoreError, match=r"cannot resume .*: model files: model\.safetensors \(\w{12} -> \w{12}\)"):
+        train(tiny_config(tmp_path, base, data, *resume), contains("y"))
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    data.write_text("".join(data.read_text().splitlines(keepends=True)[:-1]))  # one problem fewer
+    with pytest.raises(ScoreError, match=r"data \(\w{12} -> \w{12}\)"):
+        train(tiny_config(tmp_path, base, data, *resume), contains("y"))
+    assert json.loads((run / "provenance.json").read_text())["model files"]["model.safetensors"]
 
 
 def test_gradient_checkpointing_saves_less_for_backward(tmp_path, tiny_model_dir, sample_jsonl):

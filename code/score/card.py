@@ -21,12 +21,12 @@ import yaml
 from accelerate import PartialState
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, metadata_load
 
-from score.checkpoints import flat_settings
 from score.config import REPO_ROOT, Config, ScoreError, first_line, resolve_path
 from score.data import Problem, training_problems
-from score.evaluate import MODEL_CARD, choose_model, evaluate, model_files_sha256, results_table
+from score.evaluate import choose_model, evaluate, results_table
 from score.models import resolve_model_path
 from score.monitor import split_heldout
+from score.provenance import MODEL_CARD, flat_settings, model_files_sha256
 from score.rollout import RewardFn
 from score.trainer import train
 

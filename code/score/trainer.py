@@ -15,6 +15,7 @@ The policy is replicated (DDP) or, when launched with configs/accelerate/fsdp.ya
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ from score.checkpoints import (
 )
 from score.config import Config, ScoreError, resolve_path
 from score.data import Problem, training_problems
+from score.distributed import gather_objects
 from score.domains import problem_rewards
 from score.engines import Engine, open_engine, resolve_engine_name, resolve_tis_cap
 from score.evaluate import plot_training
@@ -72,6 +74,7 @@ from score.preemption import (
     run_deadline,
 )
 from score.progress import progress
+from score.provenance import RECORD, files_record
 from score.rollout import RewardFn, Rollout, generate_rollouts
 
 
@@ -187,10 +190,11 @@ def start_run(cfg: Config) -> Run:
     files = RunFiles(resolve_path(t.output_dir) / t.run_name)
     with writing(files.root):  # the lock file is the first thing written there
         hold_folder(files.root / ".lock", "train.run_name", accelerator.is_main_process)
-    checkpoint = check_resume(files, cfg, accelerator.is_main_process)
-
     model_path = resolve_model_path(cfg.model.name, cfg.model.base_dir)
     problems = training_problems(cfg.data)
+    # what the run trains from, read once by one process: a resume must find the same (defect: another base model)
+    (record,) = gather_objects([files_record(model_path, problems)] if accelerator.is_main_process else [])
+    checkpoint = check_resume(files, cfg, record, accelerator.is_main_process)
     problems, heldout = split_heldout(problems, cfg)
 
     set_seed(t.seed + rank)  # processes sample differently; the model starts identical from the checkpoint
@@ -238,6 +242,7 @@ def start_run(cfg: Config) -> Run:
         with writing(files.root):
             files.root.mkdir(parents=True, exist_ok=True)
             cfg.save(files.config)
+            (files.root / RECORD).write_text(json.dumps(record, indent=1))
             keep_logged_steps(files, before=first_logged)
     accelerator.wait_for_everyone()
     run = Run(cfg, accelerator, files, problems, tokenizer, policy, reference, optimizer, scheduler, schedule,
@@ -465,7 +470,18 @@ def loop(run: Run, reward_fn: RewardFn | None, stop: StopRequests) -> None:
             if run.engine is not None:  # the next rollout samples the updated policy
                 sync_engine(run)
             norm = grad_norm if t.max_grad_norm > 0 else None
-            record = step_record(accelerator, rollout, sums, run.times, step, stage, run.scheduler, norm)
+            record = step_record(
+                accelerator,
+                rollout,
+                batch,
+                run.cfg.grader.extraction,
+                sums,
+                run.times,
+                step,
+                stage,
+                run.scheduler,
+                norm,
+            )
             logger.log({**record, **drift})
             bar.set_postfix(
                 {k: f"{record[k]:.3f}" for k in ("reward_t1", "reward_t2", "kl_t1", "kl_t2") if k in record},
