@@ -388,6 +388,21 @@ def test_resume_refuses_another_base_model_and_other_data(tmp_path, tiny_model_d
     assert json.loads((run / "provenance.json").read_text())["model files"]["model.safetensors"]
 
 
+def test_a_sampled_heldout_evaluation_leaves_the_training_as_it_was(tmp_path, tiny_model_dir, sample_jsonl):
+    # eval.* decide no trained weight, so a sampled held-out evaluation must not draw from the rollouts' random
+    # streams: two runs differing only in eval.temperature trained different models before issue 26 (defect 8).
+    watched = ["train.stage1_steps=1", "train.stage2_steps=2", "train.save_every=0", "train.eval_every=1",
+               "train.eval_problems=2", "eval.max_new_tokens=4"]  # fmt: skip
+    runs = [
+        train(tiny_config(tmp_path / name, tiny_model_dir, sample_jsonl, *watched, temperature), contains("y"))
+        for name, temperature in (("greedy", "eval.temperature=0"), ("sampled", "eval.temperature=1.0"))
+    ]
+    greedy, sampled = (load_file(run / "final" / "model.safetensors") for run in runs)
+    assert all(torch.equal(greedy[name], sampled[name]) for name in greedy)
+    rewards = [[(r["reward_t1"], r["reward_t2"]) for r in metrics(run) if "reward_t1" in r] for run in runs]
+    assert rewards[0] == rewards[1] and len(rewards[0]) == 3
+
+
 def test_gradient_checkpointing_saves_less_for_backward(tmp_path, tiny_model_dir, sample_jsonl):
     # The policy as the update sees it (after a rollout, which switches to eval mode and back): with
     # model.gradient_checkpointing its forward keeps far fewer bytes for the backward pass.

@@ -1,9 +1,10 @@
-"""Random states of a process (Python, NumPy, torch, CUDA): saved with a checkpoint, and set aside around sampling
-that must not move the training stream."""
+"""Random states of a process (Python, NumPy, torch, CUDA): saved with a checkpoint, and kept around sampling that
+must not move the training stream."""
 
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -31,3 +32,14 @@ def restore_random_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@contextmanager
+def random_states_kept():
+    """Whatever draws inside (a held-out evaluation, an engine's start) leaves this process's random streams as they
+    were: training samples the same with or without it."""
+    states = random_states()
+    try:
+        yield
+    finally:
+        restore_random_states(states)

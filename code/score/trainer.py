@@ -76,6 +76,7 @@ from score.preemption import (
 from score.progress import progress
 from score.provenance import RECORD, files_record
 from score.rollout import RewardFn, Rollout, generate_rollouts
+from score.seeding import random_states_kept
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -438,7 +439,8 @@ def watch(run: Run, step: int) -> None:
     """Greedy evaluation of the held-out problems every train.eval_every steps, into metrics.jsonl."""
     t, accelerator = run.cfg.train, run.accelerator
     if run.heldout and (step % t.eval_every == 0 or step == len(run.schedule)):
-        with sampler(run) as model, accelerator.autocast():
+        # eval.* decide no trained weight: a sampled evaluation must not draw from the rollouts' random streams
+        with sampler(run) as model, accelerator.autocast(), random_states_kept():
             metrics = evaluate_heldout(accelerator, model, run.tokenizer, run.heldout, run.cfg)
         run.logger.log({"step": step, **metrics})
         if accelerator.is_main_process and step:
