@@ -48,6 +48,7 @@ from score.locks import hold_folder
 from score.logs import MetricsLogger, step_record
 from score.models import (
     AdaptersOff,
+    adapter_base,
     add_lora,
     check_sharding_settings,
     disable_dropout,
@@ -192,6 +193,13 @@ def start_run(cfg: Config) -> Run:
     with writing(files.root):  # the lock file is the first thing written there
         hold_folder(files.root / ".lock", "train.run_name", accelerator.is_main_process)
     model_path = resolve_model_path(cfg.model.name, cfg.model.base_dir)
+    if cfg.model.lora_rank and (base := adapter_base(model_path)) is not None:
+        # peft would save the new adapters as adapters of `base`, which lacks the old ones (issue 26)
+        raise ScoreError(
+            f"model.name={cfg.model.name} holds a LoRA adapter only: new LoRA adapters trained on it would be saved "
+            f"as adapters of its base {base}, without this one; start from merged weights (model.lora_merge_on_save="
+            "true saves them in final/) or set model.lora_rank=0"
+        )
     problems = training_problems(cfg.data)
     # what the run trains from, read once by one process: a resume must find the same (defect: another base model)
     (record,) = gather_objects([files_record(model_path, problems)] if accelerator.is_main_process else [])
