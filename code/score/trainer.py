@@ -52,13 +52,11 @@ from score.models import (
     add_lora,
     check_sharding_settings,
     disable_dropout,
-    full_state_dict,
+    engine_state,
     generation_model,
     gradient_sync,
     is_sharded,
     load_model,
-    lora_scaling,
-    merge_lora,
     resolve_model_path,
     shard_policy,
     sharding_requested,
@@ -287,13 +285,11 @@ def sampler(run: Run):
 def sync_engine(run: Run) -> None:
     """The rollout engine takes the policy's current full parameters (gathered first when sharded, one tensor at a
     time in the compute dtype: bf16 under bf16 autocast, half the fp32 model). A LoRA policy gives its merged
-    weights W + scale x B @ A under the base model's names (models.merge_lora): new tensors for the adapted layers,
-    the policy unchanged."""
+    weights W + scale x B @ A under the base model's names, rounded once (models.engine_state): new tensors for the
+    adapted layers, the policy unchanged."""
     began = clock()
     dtype = torch.bfloat16 if run.accelerator.mixed_precision == "bf16" else None
-    state = full_state_dict(run.accelerator, run.policy, dtype=dtype)
-    scaling = lora_scaling(run.accelerator.unwrap_model(run.policy))
-    run.engine.load_weights(state if scaling is None else merge_lora(state, scaling))
+    run.engine.load_weights(engine_state(run.accelerator, run.policy, dtype))
     run.times["sync"] = clock() - began
 
 
