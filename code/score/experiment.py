@@ -110,18 +110,18 @@ def run_row(cfg: Config, row: str, seed: int, folder: Path) -> Config:
     run = row_config(cfg, row, seed, folder)
     base = resolve_model_path(cfg.model.name, cfg.model.base_dir)
     if row in STAR:
-        supervised(run_star, run, folder / run.train.run_name, base, "star")
+        fine_tune(run_star, run, folder / run.train.run_name, base, "star")
     elif row in PAIR_SFT:
-        supervised(run_pair_sft, run, folder / run.train.run_name, base, "pair_sft")
+        fine_tune(run_pair_sft, run, folder / run.train.run_name, base, "pair_sft")
     elif row == "score_star_stage2":
         stage1 = train_with_card(run) / "final"
-        supervised(run_star, run, folder / f"{row}_seed{seed}", stage1, "star")
+        fine_tune(run_star, run, folder / f"{row}_seed{seed}", stage1, "star")
     else:
         train_with_card(run)
     return run
 
 
-def supervised(baseline, run: Config, root: Path, start: Path, method: str) -> None:
+def fine_tune(baseline, run: Config, root: Path, start: Path, method: str) -> None:
     """baseline(run, root, start) (run_star or run_pair_sft), and the card of a model it trained now (a finished
     one it reuses keeps its card)."""
     trained = not (root / "final" / "config.json").is_file()
