@@ -212,7 +212,6 @@ def observed_train(cfg: Config, probe: Probe) -> None:
         stack.enter_context(mock.patch.object(trainer, "generate_rollouts", probe.generate_rollouts))
         stack.enter_context(mock.patch.object(trainer, "save_checkpoint", lambda *a, **k: None))
         stack.enter_context(mock.patch.object(trainer, "save_model", lambda *a, **k: None))
-        stack.enter_context(mock.patch.object(trainer, "write_card", lambda *a, **k: None))  # no final/ to describe
         for register, hook in (
             (register_optimizer_step_pre_hook, probe.optimizer_started),
             (register_optimizer_step_post_hook, probe.optimizer_done),

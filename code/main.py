@@ -80,13 +80,13 @@ def main(argv: list[str] | None = None) -> int:
 
             download(cfg)
         elif args.task == "train":
-            from score.trainer import train
+            from score.card import train_with_card
 
-            train(cfg)
+            train_with_card(cfg)
         elif args.task == "evaluate":
-            from score.evaluate import evaluate
+            from score.card import evaluate_with_card
 
-            evaluate(cfg)
+            evaluate_with_card(cfg)
         elif args.task == "push":
             from score.push import push
 

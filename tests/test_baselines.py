@@ -6,6 +6,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 from score import baselines, sft
+from score.card import write_run_card
 from score.config import REPO_ROOT, load_config
 from score.data import Problem
 from score.prompts import ConversationPieces
@@ -105,6 +106,7 @@ def test_star_keeps_right_second_attempts_and_fine_tunes(tmp_path, tiny_model_di
     assert [r["step"] for r in log if r["stage"] == "sft"] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in rounds] == [0, 3]
     assert (tmp_path / "star" / "tensorboard").is_dir()
+    write_run_card(cfg, final, supervised="star", start=tiny_model_dir)
     card = ModelCard.load(final / "README.md")  # final/'s model card names the baseline and its data
     assert "supervised-fine-tuning" in card.data.tags and "STaR for self-correction" in card.text
     assert f"on D (attempt 1 wrong, attempt 2 right), starting from `{tiny_model_dir}`" in card.text
@@ -115,13 +117,15 @@ def test_star_keeps_right_second_attempts_and_fine_tunes(tmp_path, tiny_model_di
 
 def test_pair_sft_fine_tunes_on_pairs(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch):
     every_other_right(monkeypatch)
-    final = baselines.run_pair_sft(config(tmp_path, tiny_model_dir, sample_jsonl), tmp_path / "pair", tiny_model_dir)
+    cfg = config(tmp_path, tiny_model_dir, sample_jsonl)
+    final = baselines.run_pair_sft(cfg, tmp_path / "pair", tiny_model_dir)
     assert weights_changed(tiny_model_dir, final)
     log = lines(tmp_path / "pair" / "metrics.jsonl")
     # One sampling of rounds x problems = 8 problems x 2 first attempts, one right and one wrong each: 8 pairs.
     (sampled,) = [r for r in log if r["stage"] == "sample"]
     assert (sampled["sampled"], sampled["kept"], sampled["reward_t1"]) == (16, 8, 0.5) and "reward_t2" not in sampled
     assert len([r for r in log if r["stage"] == "sft"]) == 6
+    write_run_card(cfg, final, supervised="pair_sft", start=tiny_model_dir)
     assert "Pair-SFT (Kumar et al., 2024, Section 4)" in ModelCard.load(final / "README.md").text
 
 

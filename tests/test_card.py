@@ -7,10 +7,18 @@ import pytest
 import torch
 from huggingface_hub import ModelCard, metadata_load
 from score import evaluate as ev
-from score.card import EVALUATIONS_END, EVALUATIONS_START, own_evaluations, refresh_card, write_card
+from score.card import (
+    EVALUATIONS_END,
+    EVALUATIONS_START,
+    evaluate_with_card,
+    own_evaluations,
+    refresh_card,
+    train_with_card,
+    write_card,
+)
 from score.config import REPO_ROOT, ScoreError, load_config
 from score.data import Problem, training_problems
-from score.trainer import train
+from score.provenance import model_files_sha256
 from test_trainer import tiny_config
 from transformers import AutoModelForCausalLM
 
@@ -22,7 +30,7 @@ def test_a_run_writes_its_card_and_its_own_evaluations_refresh_it(tmp_path, tiny
     steps = ["train.stage1_steps=1", "train.stage2_steps=1", "train.save_every=0", "rollout.max_new_tokens=4"]
     evaluation = [f"eval.source={sample_jsonl}", "eval.max_new_tokens=4", "eval.max_problems=3"]
     cfg = tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *steps, *evaluation)
-    final = train(cfg, reward_fn=lambda texts, problems: [1.0] * len(texts)) / "final"
+    final = train_with_card(cfg, reward_fn=lambda texts, problems: [1.0] * len(texts)) / "final"
     card = ModelCard.load(final / "README.md")  # the hub's own parser reads the header
     assert card.data.pipeline_tag == "text-generation" and card.data.library_name == "transformers"
     assert {"score", "self-correction", "reinforcement-learning", "math"} <= set(card.data.tags)
@@ -37,10 +45,10 @@ def test_a_run_writes_its_card_and_its_own_evaluations_refresh_it(tmp_path, tiny
     assert "python code/main.py --task train --config tiny.yaml" in card.text
     (final / "README.md").write_text((final / "README.md").read_text() + "\nNotes by hand.\n")
 
-    out = ev.evaluate(cfg)  # eval.model empty: this run's final/
+    out = evaluate_with_card(cfg)  # eval.model empty: this run's final/
     metrics = json.loads((out / "metrics.json").read_text())
     settings = json.loads((out / "settings.json").read_text())
-    assert settings["model_files_sha256"] == ev.model_files_sha256(final)  # the refreshed card changed no hash
+    assert settings["model_files_sha256"] == model_files_sha256(final)  # the refreshed card changed no hash
     card = ModelCard.load(final / "README.md")
     results = {r.metric_name: r.metric_value for r in card.data.eval_results}
     assert results == {
@@ -190,7 +198,7 @@ def test_only_whole_evaluations_of_these_weights_are_listed(tmp_path):
     final = tmp_path / "run" / "final"
     final.mkdir(parents=True)
     (final / "config.json").write_text("{}")
-    settings = {"model": str(final), "model_files_sha256": ev.model_files_sha256(final)}
+    settings = {"model": str(final), "model_files_sha256": model_files_sha256(final)}
     evaluations = {
         "listed": (json.dumps(settings).encode(), b'{"n": 2, "accuracy_t1": 0.5}'),
         "metrics_a_list": (json.dumps(settings).encode(), b"[0.5]"),

@@ -19,7 +19,8 @@ from score.checkpoints import (
     writing,
 )
 from score.config import REPO_ROOT, ScoreError, load_config
-from score.trainer import lr_factor, stage_schedule
+from score.objectives import stage_schedule
+from score.trainer import lr_factor
 
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
 
@@ -58,11 +59,11 @@ def test_a_longer_schedule_keeps_the_past_learning_rates_or_is_refused():
 
 def test_resume_of_a_missing_run_says_so_and_starts_fresh(tmp_path, capsys):
     files = RunFiles(tmp_path / "nothing")
-    assert check_resume(files, tiny("train.resume=true"), main_process=True) is None
+    assert check_resume(files, tiny("train.resume=true"), {}, main_process=True) is None
     assert capsys.readouterr().out == f"train.resume=true, but {files.root} holds no run yet: training from scratch\n"
     files.root.mkdir()
     tiny().save(files.config)  # started, stopped before its first checkpoint
-    assert check_resume(files, tiny("train.resume=true"), main_process=True) is None
+    assert check_resume(files, tiny("train.resume=true"), {}, main_process=True) is None
     assert "holds no checkpoint yet: training from scratch" in capsys.readouterr().out
 
 
@@ -70,10 +71,10 @@ def test_a_run_without_its_config_is_neither_resumed_nor_overwritten(tmp_path):
     files = RunFiles(tmp_path / "run")
     (files.checkpoints / "step_3").mkdir(parents=True)  # config.yaml and metrics.jsonl deleted
     with pytest.raises(ScoreError, match=r"config\.yaml is missing") as error:
-        check_resume(files, tiny("train.resume=true", "train.lr=0.5"), main_process=True)
+        check_resume(files, tiny("train.resume=true", "train.lr=0.5"), {}, main_process=True)
     assert "\n" not in str(error.value)
     with pytest.raises(ScoreError, match="already holds a run"):
-        check_resume(files, tiny("train.lr=0.5"), main_process=True)
+        check_resume(files, tiny("train.lr=0.5"), {}, main_process=True)
 
 
 def save_two_checkpoints(files: RunFiles) -> tuple:
@@ -108,6 +109,7 @@ def test_a_damaged_checkpoint_is_named_and_the_previous_one_taken(tmp_path, caps
     save_two_checkpoints(files)
     cfg = tiny("train.resume=true")
     cfg.save(files.config)
+    (files.root / "provenance.json").write_text("{}")  # what the run trained from: nothing to compare here
     files.metrics.write_text("")
     step1, step2 = files.finished_checkpoints()
     assert checkpoint_damage(step1) is None and checkpoint_damage(step2) is None
@@ -115,12 +117,12 @@ def test_a_damaged_checkpoint_is_named_and_the_previous_one_taken(tmp_path, caps
     damage_it(step2)
     assert name in checkpoint_damage(step2)
     capsys.readouterr()
-    assert check_resume(files, cfg, main_process=True) == step1
+    assert check_resume(files, cfg, {}, main_process=True) == step1
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "step_2 is damaged" in out and name in out, out
     damage_it(step1)
     with pytest.raises(ScoreError, match="no complete checkpoint") as error:
-        check_resume(files, cfg, main_process=True)
+        check_resume(files, cfg, {}, main_process=True)
     assert "\n" not in str(error.value) and name in str(error.value)
 
 

@@ -232,6 +232,13 @@ def test_sampled_evaluation_scaling_and_resume(tmp_path, tiny_model_dir, sample_
         ev.evaluate(
             eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.samples=4", "eval.max_problems=3", "eval.seed=1")
         )
+    # Conversations drawn under another rollout.top_p are not taken for these (they were, before issue 26).
+    with pytest.raises(ScoreError, match=r"sampled conversations with other settings \(rollout.top_p 1.0 -> 0.5\)"):
+        ev.evaluate(
+            eval_config(
+                tmp_path, tiny_model_dir, sample_jsonl, "eval.samples=4", "eval.max_problems=3", "rollout.top_p=0.5"
+            )
+        )
 
 
 @pytest.mark.parametrize("extraction, correct, answer", [("strict", False, None), ("lenient", True, "19")])

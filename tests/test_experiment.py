@@ -34,6 +34,7 @@ def test_baseline_rows_name_their_dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "resolve_model_path", lambda name, base_dir: "base")
     monkeypatch.setattr(experiment, "run_star", lambda run, root, start: called.append(("star", run.sft.dataset)))
     monkeypatch.setattr(experiment, "run_pair_sft", lambda run, root, base: called.append(("pair", run.sft.dataset)))
+    monkeypatch.setattr(experiment, "write_run_card", lambda run, final, supervised, start: None)
     for row in cfg.experiment.rows:
         experiment.run_row(cfg, row, 0, tmp_path)
     assert called == [("star", "d"), ("star", "d_plus"), ("pair", "d"), ("pair", "d_plus")]

@@ -8,7 +8,16 @@ import pytest
 from accelerate import tracking
 from score.checkpoints import RunFiles, changed_settings
 from score.config import ScoreError, load_config
-from score.logs import HELDOUT_TABLE, TRACKER_RUNS, MetricsLogger, heldout_table, tracker_values, tracker_warning
+from score.data import Problem
+from score.logs import (
+    HELDOUT_TABLE,
+    TRACKER_RUNS,
+    MetricsLogger,
+    heldout_table,
+    text_diagnostics,
+    tracker_values,
+    tracker_warning,
+)
 from score.trainer import train
 from test_trainer import contains, crash_in_step, metrics, tiny_config
 
@@ -112,6 +121,16 @@ def test_tracker_values_are_the_numbers_of_a_record(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert heldout_table(tmp_path / "metrics.jsonl") == (["step", "n", "accuracy_t1"], [[0, 3, 0.0], [2, 3, 1 / 3]])
     assert heldout_table(tmp_path / "absent.jsonl") == (["step"], [])
+
+
+def test_answer_changed_reads_programs_of_code_answers_and_answers_of_math():
+    # Training's answer_changed graded programs with the MATH extractor: always "unchanged" on code (issue 26).
+    code = Problem("c", "Write f.", "", "", "mbpp", 1, domain="code", tests="assert f() == 2")
+    math = Problem("m", "1+1?", "", "2", "Algebra", 1)
+    fence = "```python\ndef f():\n    return {}\n```"
+    texts = [[fence.format(1), fence.format(2)], [fence.format(1), fence.format(1)], ["$\\boxed{1}$", "$\\boxed{2}$"]]
+    changed, _, compared = text_diagnostics(texts, [code, code, math], "strict").tolist()
+    assert (changed, compared) == (2, 3)
 
 
 def test_report_to_names_known_trackers_and_changes_no_result():

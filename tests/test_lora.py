@@ -41,7 +41,7 @@ from test_trainer import (  # noqa: F401 (fresh_accelerate_state: a fixture)
     tiny_cli_overrides,
     tiny_config,
 )
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 # An untied tiny model with an adapter on its output layer too: a random tiny model's logits are small, and adapters
 # on the decoder layers alone cannot move them far enough for the reward to rise in a few CPU steps.
@@ -309,6 +309,17 @@ def test_the_hf_engine_copy_of_an_adapter_folder_is_its_merged_model(tmp_path, u
     assert all(torch.allclose(copy[k].float(), start[k], rtol=1e-2, atol=1e-3) for k in start)
     engine.load_weights(start)  # a sync
     assert all(torch.equal(copy[k], start[k].to(torch.bfloat16)) for k in start)
+
+
+def test_new_adapters_on_an_adapter_only_folder_are_refused(tmp_path, tiny_model_dir, sample_jsonl):
+    # They were trained and saved as adapters of the first base, which loads without the old adapter (issue 26).
+    adapter, tied = tmp_path / "adapter", "model.lora_target_modules=[q_proj,v_proj]"  # the tiny model ties lm_head
+    perturbed_lora(tiny_model_dir, tied).save_pretrained(adapter)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(adapter)  # as a run's final/ holds it
+    assert not (adapter / "config.json").exists()
+    with pytest.raises(ScoreError, match=f"model.name={adapter} holds a LoRA adapter only") as error:
+        train(tiny_config(tmp_path, adapter, sample_jsonl, *LORA, tied), contains("y"))
+    assert "\n" not in str(error.value) and not (tmp_path / "runs" / "tiny" / "metrics.jsonl").exists()
 
 
 def test_an_adapter_only_final_with_the_vllm_engine_is_refused_before_training(

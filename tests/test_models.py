@@ -118,6 +118,63 @@ def test_shard_policy_gathers_full_weights_and_generates_per_process(tmp_path, t
     assert saved["lm_head.weight"].data_ptr() == saved["model.embed_tokens.weight"].data_ptr()  # still tied
 
 
+LORA = ModelConfig(lora_rank=4, lora_target_modules=["q_proj", "v_proj"])
+
+
+def small_update_lora(model_dir: str) -> torch.nn.Module:
+    """The tiny model with adapters whose B @ A is a few bf16 steps of W: what a few updates leave."""
+    from score.models import add_lora
+
+    policy = add_lora(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), LORA)
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=1e-4, generator=torch.Generator().manual_seed(len(name)))
+    return policy
+
+
+def lora_sync_worker(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+    from score.models import shard_policy
+    from score.trainer import sync_engine
+
+    accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+    loaded: dict = {}
+    engine = SimpleNamespace(load_weights=loaded.update)
+    policy = shard_policy(small_update_lora(model_dir))
+    sync_engine(SimpleNamespace(accelerator=accelerator, policy=policy, engine=engine, times={}))
+    if rank == 0:
+        torch.save({k: v.to(torch.bfloat16) for k, v in loaded.items()}, Path(out) / "synced.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_a_sharded_lora_policy_reaches_a_bf16_engine_rounded_once(tmp_path, tiny_model_dir):
+    # Under FSDP2, W, A and B were cast to bf16 before the merge, so most small updates were lost (issue 26);
+    # the unsharded path merges in float32 and rounds once. The engine must get the same from both.
+    context = mp.start_processes(
+        lora_sync_worker, args=(2, free_port(), str(tiny_model_dir), str(tmp_path)), nprocs=2, join=False,
+        start_method="spawn",
+    )  # fmt: skip
+    while not context.join(timeout=TIMEOUT):
+        pass
+    synced = torch.load(tmp_path / "synced.pt", weights_only=True)
+    from score.models import lora_scaling, merge_lora
+
+    policy = small_update_lora(str(tiny_model_dir))  # unsharded: merged in float32, then rounded once
+    expected = {k: v.to(torch.bfloat16) for k, v in merge_lora(policy.state_dict(), lora_scaling(policy)).items()}
+    adapted = [name for name in expected if name.endswith(("q_proj.weight", "v_proj.weight"))]
+    assert synced.keys() == expected.keys() and adapted
+    assert all(torch.equal(synced[name], expected[name]) for name in adapted)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    assert all(not torch.equal(synced[name], base[name].to(torch.bfloat16)) for name in adapted)  # updates kept
+
+
 def test_dropout_is_off_so_train_mode_scores_like_sampling(tiny_model_dir):
     config = Qwen2Config.from_pretrained(tiny_model_dir)
     config.attention_dropout = 0.5

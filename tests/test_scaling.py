@@ -20,7 +20,7 @@ def test_pass_at_k_by_hand_and_by_enumeration():
 
 
 def vote(*votes: tuple[str | None, bool]) -> bool:
-    return scaling.majority_correct(scaling.answer_classes([a for a, _ in votes]), [c for _, c in votes])
+    return scaling.majority_correct(scaling.equivalences([a for a, _ in votes]), [c for _, c in votes], len(votes))
 
 
 def test_majority_vote():
@@ -34,7 +34,7 @@ def test_majority_vote():
 def test_majority_votes_on_equivalent_answers():
     # Gold 1/2: three ways of writing it outvote two 3s (as raw strings they were three votes of one each).
     answers = ["1/2", "\\frac{1}{2}", "0.5", "3", "3"]
-    assert scaling.answer_classes(answers) == [0, 0, 0, 1, 1]
+    assert scaling.equivalences(answers)[0] == [True, True, True, False, False]
     samples = [[{"answer": a, "correct": a != "3"}] for a in answers]
     m = scaling.sampled_metrics([samples])
     assert [m["majority_at_k_t1"][k] for k in (1, 2, 3, 4, 5)] == [1.0] * 5
@@ -42,6 +42,17 @@ def test_majority_votes_on_equivalent_answers():
     conversations = [sample("3", False, a, a != "3") for a in ("3", "\\frac{2}{4}", "0.50", "3", "1/2")]
     conversations += [sample("3", False, "3", False) for _ in range(5)]
     assert scaling.sampled_metrics([conversations])["equal_budget"][10]["sequential_t2"] == 1.0
+
+
+def test_majority_does_not_depend_on_the_order_of_equivalent_answers():
+    # Equivalence is not transitive: 50% = 50 and 50% = 0.5, but 50 != 0.5. Gold 0.5; a vote by classes judged by
+    # their first member gave 0 for the first order and 1 for the second (issue 26, defect 6).
+    gold = {"50": False, "50%": True, "0.5": True}
+    for order in (["50", "50%", "0.5", "0.5"], ["50%", "50", "0.5", "0.5"], ["0.5", "50", "0.5", "50%"]):
+        samples = [[{"answer": a, "correct": gold[a]}] for a in order]
+        assert scaling.sampled_metrics([samples])["majority_at_k_t1"][4] == 1.0, order
+    assert vote(("50", False), ("50", False), ("50%", True), ("0.5", True))  # 50%: all four; 50: three
+    assert not vote(("50", False), ("50", False), ("50", False), ("0.5", True))
 
 
 def test_code_answers_vote_as_text_without_the_answer_checker(monkeypatch):

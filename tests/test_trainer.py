@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,14 +12,15 @@ import psutil
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from score import objectives
 from score import trainer as trainer_module
 from score.checkpoints import RunFiles
 from score.config import REPO_ROOT, ScoreError, load_config
 from score.data import load_math
 from score.models import load_model, weight_dtypes
-from score.trainer import lr_factor, stage_schedule, step_problems, train
+from score.objectives import stage_schedule
+from score.trainer import lr_factor, step_problems, train
 
 # 4 problems x 4 samples in one micro-batch, a fast lr, no checkpoints: the learning tests' step
 RL_BATCH = [
@@ -356,12 +358,49 @@ def test_resume_refuses_other_settings_and_accepts_neutral_ones(tmp_path, tiny_m
     assert "\n" not in str(error.value) and "alpha" not in str(error.value)
     with pytest.raises(ScoreError, match="train.stage1_steps"):  # a different schedule, not an extension
         train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *resume, "train.stage1_steps=2"))
+    # A schedule that ends before the newest checkpoint (step 2) is refused, not run as "step 2 of 1" (issue 26).
+    with pytest.raises(ScoreError, match="its newest checkpoint step_2 lies beyond the 1 steps of this schedule"):
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *resume, "train.stage2_steps=0"))
     assert (run / "config.yaml").read_text() == saved
     # logging, save cadence, evaluation and more Stage II steps cannot change the steps already taken
     neutral = [*resume, "train.stage2_steps=2", "train.save_every=0", "train.sample_every=1", "eval.max_problems=3"]
     train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *neutral), contains("y"))
     assert [r["step"] for r in metrics(run)] == [1, 2, 3]
     assert load_config(run / "config.yaml").train.stage2_steps == 2
+
+
+def test_resume_refuses_another_base_model_and_other_data(tmp_path, tiny_model_dir, sample_jsonl):
+    # model.base_dir and the base's name are the same; its weights are replaced in place (issue 26, defect 1)
+    base, data = tmp_path / "base", tmp_path / "math.jsonl"
+    shutil.copytree(tiny_model_dir, base)
+    shutil.copy(sample_jsonl, data)
+    overrides = ["train.stage1_steps=1", "train.stage2_steps=1", "train.save_every=1"]
+    run = train(tiny_config(tmp_path, base, data, *overrides), contains("y"))
+    weights = load_file(base / "model.safetensors")
+    save_file({name: 2 * w for name, w in weights.items()}, base / "model.safetensors", metadata={"format": "pt"})
+    resume = [*overrides, "train.stage2_steps=2", "train.resume=true"]
+    with pytest.raises(ScoreError, match=r"cannot resume .*: model files: model\.safetensors \(\w{12} -> \w{12}\)"):
+        train(tiny_config(tmp_path, base, data, *resume), contains("y"))
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    data.write_text("".join(data.read_text().splitlines(keepends=True)[:-1]))  # one problem fewer
+    with pytest.raises(ScoreError, match=r"data \(\w{12} -> \w{12}\)"):
+        train(tiny_config(tmp_path, base, data, *resume), contains("y"))
+    assert json.loads((run / "provenance.json").read_text())["model files"]["model.safetensors"]
+
+
+def test_a_sampled_heldout_evaluation_leaves_the_training_as_it_was(tmp_path, tiny_model_dir, sample_jsonl):
+    # eval.* decide no trained weight, so a sampled held-out evaluation must not draw from the rollouts' random
+    # streams: two runs differing only in eval.temperature trained different models before issue 26 (defect 8).
+    watched = ["train.stage1_steps=1", "train.stage2_steps=2", "train.save_every=0", "train.eval_every=1",
+               "train.eval_problems=2", "eval.max_new_tokens=4"]  # fmt: skip
+    runs = [
+        train(tiny_config(tmp_path / name, tiny_model_dir, sample_jsonl, *watched, temperature), contains("y"))
+        for name, temperature in (("greedy", "eval.temperature=0"), ("sampled", "eval.temperature=1.0"))
+    ]
+    greedy, sampled = (load_file(run / "final" / "model.safetensors") for run in runs)
+    assert all(torch.equal(greedy[name], sampled[name]) for name in greedy)
+    rewards = [[(r["reward_t1"], r["reward_t2"]) for r in metrics(run) if "reward_t1" in r] for run in runs]
+    assert rewards[0] == rewards[1] and len(rewards[0]) == 3
 
 
 def test_gradient_checkpointing_saves_less_for_backward(tmp_path, tiny_model_dir, sample_jsonl):

@@ -30,7 +30,6 @@ import torch
 from transformers import AutoTokenizer
 
 from score import sft
-from score.card import write_card
 from score.checkpoints import RunFiles, save_atomically
 from score.config import Config
 from score.data import Problem, training_problems
@@ -135,8 +134,8 @@ class SupervisedRun:
         if self.engine.holds_weights:  # the next round samples the fine-tuned model
             self.engine.load_weights(self.model.state_dict())
 
-    def save(self, method: str) -> Path:
-        """final/ with its model card; `method` is the card's name of the baseline (card.SUPERVISED)."""
+    def save(self) -> Path:
+        """final/ (its model card is card.py's, written by the caller)."""
         final = self.files.root / "final"
 
         def write(tmp: Path) -> None:
@@ -144,7 +143,6 @@ class SupervisedRun:
             self.tokenizer.save_pretrained(tmp)
 
         save_atomically(final, write)
-        write_card(final, self.cfg, self.problems, supervised=method, start=self.start_model)
         self.engine.close()
         self.logger.close()
         print(f"run saved to {self.files.root} (final model: {final})")
@@ -171,7 +169,7 @@ def run_star(cfg: Config, root: Path, start_model: Path) -> Path:
         if cfg.sft.star_restart and index > 0:  # round 1 starts from the start model anyway
             run.restart()
         run.finetune(sft.rollout_conversations(rollout, kept), cfg.sft.steps)
-    return run.save("star")
+    return run.save()
 
 
 def pair_conversations(
@@ -203,4 +201,4 @@ def run_pair_sft(cfg: Config, root: Path, base_model: Path) -> Path:
     conversations = pair_conversations(rollout, problems, pieces, set(run.stop_ids), run.rng, cfg.sft.dataset)
     run.log_sampling(1, rollout, len(conversations))
     run.finetune(conversations, cfg.sft.rounds * cfg.sft.steps)
-    return run.save("pair_sft")
+    return run.save()

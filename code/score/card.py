@@ -1,10 +1,11 @@
 """Model cards: the README.md of a trained model folder (`<run>/final/`), with the hub's metadata header.
 
-A run writes its card when it saves final/: base model, method and the settings that decide it (from the run's
-config), the training data, the command that made it. `--task evaluate` of that folder then rewrites the card's
-evaluation part (the table and the header's model-index) from the run's evaluations of exactly these weights:
-those whose settings.json records this folder and the sha256 of its current files, evaluate's own reuse rule, so an
-evaluation of earlier weights in the same folder is never listed. The rest of the card, edits included, is kept.
+A run's card is written once it has saved final/ (train_with_card, and the experiment's supervised rows): base
+model, method and the settings that decide it (from the run's config), the training data, the command that made
+it. `--task evaluate` of that folder then rewrites (evaluate_with_card) the card's evaluation part (the table and
+the header's model-index) from the run's evaluations of exactly these weights: those whose settings.json records
+this folder and the sha256 of its current files, evaluate's own reuse rule, so an evaluation of earlier weights in
+the same folder is never listed. The rest of the card, edits included, is kept.
 `--task push` uploads the folder; the hub reads the header (base_model, tags, model-index ...) for the model page.
 """
 
@@ -17,13 +18,17 @@ import sys
 from pathlib import Path
 
 import yaml
+from accelerate import PartialState
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, metadata_load
 
-from score.checkpoints import flat_settings
 from score.config import REPO_ROOT, Config, ScoreError, first_line, resolve_path
-from score.data import Problem
-from score.evaluate import MODEL_CARD, model_files_sha256, results_table
+from score.data import Problem, training_problems
+from score.evaluate import choose_model, evaluate, results_table
 from score.models import resolve_model_path
+from score.monitor import split_heldout
+from score.provenance import MODEL_CARD, flat_settings, model_files_sha256
+from score.rollout import RewardFn
+from score.trainer import train
 
 EVALUATIONS_START = "<!-- evaluations: rewritten by --task evaluate -->"
 EVALUATIONS_END = "<!-- end of evaluations -->"
@@ -273,3 +278,29 @@ def refresh_card(final: Path) -> None:
         card.save(path)
     except OSError as e:
         print(f"card: {path} not refreshed, it cannot be written ({e.strerror or e})")
+
+
+def write_run_card(cfg: Config, final: Path, supervised: str = "", start: Path | None = None) -> Path:
+    """write_card for the run `cfg` trained into `final`, with the training problems it loaded as it loaded them
+    (RL: without the held-out ones)."""
+    problems = training_problems(cfg.data)
+    if not supervised:
+        problems = split_heldout(problems, cfg)[0]
+    return write_card(final, cfg, problems, supervised, start)
+
+
+def train_with_card(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
+    """trainer.train, then the card of the run's final/ (the main process writes it); returns the run folder."""
+    root = train(cfg, reward_fn)
+    if PartialState().is_main_process:
+        write_run_card(cfg, root / "final")
+    return root
+
+
+def evaluate_with_card(cfg: Config) -> Path:
+    """evaluate.evaluate, then the evaluation part of the evaluated model's card (refresh_card); returns the
+    evaluation folder."""
+    out = evaluate(cfg)
+    if PartialState().is_main_process:
+        refresh_card(choose_model(cfg)[0])
+    return out

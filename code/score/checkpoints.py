@@ -11,7 +11,6 @@ pruning would take for a finished checkpoint.
 from __future__ import annotations
 
 import json
-import random
 import re
 import shutil
 import warnings
@@ -19,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
 import yaml
@@ -27,29 +25,14 @@ from accelerate import Accelerator
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from score.config import SUPERVISED_ROWS, Config, ScoreError, load_config
+from score.config import SFT, SUPERVISED_ROWS, TRAIN, Config, ScoreError, load_config
+from score.models import full_state_dict, lora_scaling, merge_lora, transformers_model
+from score.objectives import stage_schedule
+from score.provenance import RECORD, deciding, differences, flat_settings, settings
+from score.seeding import random_states, restore_random_states
 
-# Settings that cannot change what a run computes: where and how often it logs and saves, how it is
-# evaluated, downloads, experiments, grader parallelism. A resumed run may change these freely.
-RESULT_NEUTRAL = {
-    "model.base_dir",
-    "model.lora_merge_on_save",
-    "train.run_name",
-    "train.output_dir",
-    "train.save_every",
-    "train.keep_checkpoints",
-    "train.sample_every",
-    "train.resume",
-    "train.max_nonfinite_steps",
-    "train.eval_every",  # the held-out split they decide is compared by changed_settings
-    "train.eval_problems",
-    "train.time_limit",
-    "train.stop_margin",
-    "train.report_to",
-    "grader.workers",
-}
-NEUTRAL_SECTIONS = {"eval", "download", "experiment", "sft", "push"}
 SCHEDULE = {"train.stage1_steps", "train.stage2_steps", "train.rounds"}
+HELDOUT = ("train.eval_every", "train.eval_problems")  # they decide the held-out split (heldout_split)
 # Checkpoints hold the trained parameters (a LoRA policy: its adapters, not the frozen base the run loads anew).
 # strict=False lets the load skip the frozen ones; the state it loads is the model's own, so nothing else is missed.
 TRAINED_ONLY = StateDictOptions(ignore_frozen_params=True, strict=False)
@@ -87,19 +70,6 @@ class RunFiles:
         return [path for _, path in sorted(found)]
 
 
-def flat_settings(cfg: Config) -> dict[str, object]:
-    return {f"{section}.{key}": value for section, part in cfg.to_dict().items() for key, value in part.items()}
-
-
-def result_settings(cfg: Config) -> dict[str, object]:
-    """The settings that can change what training computes (everything but RESULT_NEUTRAL and its sections)."""
-    return {
-        name: value
-        for name, value in flat_settings(cfg).items()
-        if name not in RESULT_NEUTRAL and name.split(".")[0] not in NEUTRAL_SECTIONS
-    }
-
-
 def heldout_split(cfg: Config) -> int:
     """How many training problems are held out (train.eval_every only says when they are evaluated, but 0 holds
     none out): the split decides the problems trained on."""
@@ -107,69 +77,44 @@ def heldout_split(cfg: Config) -> int:
 
 
 def changed_settings(saved: Config, new: Config) -> list[str]:
-    """Result settings that differ, as 'name (old -> new)', the held-out split included. A longer or shorter
-    stage schedule is allowed when one schedule starts with the other (more steps of the last stage, more rounds)
-    and the learning rate is constant: the shared steps compute the same thing (linear and cosine factors depend
-    on the total number of steps)."""
-    from score.trainer import stage_schedule
-
-    old, now = flat_settings(saved), flat_settings(new)
-    differ = [name for name in result_settings(new) if old.get(name) != now[name]]
+    """The settings deciding the trained weights (config.TRAIN) that differ, as 'name (old -> new)', the held-out
+    split included. A longer or shorter stage schedule is allowed when one schedule starts with the other (more
+    steps of the last stage, more rounds) and the learning rate is constant: the shared steps compute the same thing
+    (linear and cosine factors depend on the total number of steps)."""
+    old, now = settings(saved, TRAIN), settings(new, TRAIN)
     if heldout_split(saved) != heldout_split(new):
-        differ += [name for name in ("train.eval_every", "train.eval_problems") if old[name] != now[name]]
+        old |= {name: flat_settings(saved)[name] for name in HELDOUT}
+        now |= {name: flat_settings(new)[name] for name in HELDOUT}
     a, b = stage_schedule(saved), stage_schedule(new)
     extended = a[: len(b)] == b[: len(a)] and len(a) != len(b)
     if a == b or (extended and new.train.lr_schedule == "constant"):
-        differ = [name for name in differ if name not in SCHEDULE]
-    changed = [f"{name} ({old.get(name)!r} -> {now[name]!r})" for name in differ]
+        old, now = ({k: v for k, v in record.items() if k not in SCHEDULE} for record in (old, now))
+    changed = differences(old, now)
     if extended and new.train.lr_schedule != "constant":
         changed.append(f"the total steps under train.lr_schedule={new.train.lr_schedule} (only constant extends)")
     return changed
 
 
-# An experiment's runs and evaluations depend on every setting but these (and download.*, push.*).
-EXPERIMENT_NEUTRAL = {
-    "model.base_dir",
-    "train.output_dir",
-    "train.run_name",
-    "train.resume",
-    "train.save_every",
-    "train.keep_checkpoints",
-    "train.sample_every",
-    "train.max_nonfinite_steps",
-    "train.time_limit",
-    "train.stop_margin",
-    "train.report_to",
-    "grader.workers",
-    "eval.model",
-    "eval.name",
-    "eval.compare",
-    "experiment.seeds",
-    "experiment.rows",
-    "experiment.compare_to",
-}
 # Settings added after experiments were first recorded, with the value that gives what a record without them ran.
 SETTINGS_ADDED = {"sft.dataset": "d_plus", "sft.star_restart": False}
 
 
 def check_experiment(folder: Path, cfg: Config, main_process: bool) -> None:
     """An experiment folder reuses finished runs and evaluations, so it must hold one set of settings: the first
-    run records them in settings.yaml and a later run with other settings stops with one line naming them
-    (more seeds or rows are fine; sft.* count only for the rows that fine-tune)."""
+    run records them in settings.yaml and a later run whose settings deciding any result (provenance.settings)
+    differ stops with one line naming them (more seeds or rows are fine; sft.* count only for the rows that
+    fine-tune). Each run's own resume and evaluation then compare their model files and data."""
     record = folder / "settings.yaml"
     if record.is_file():
-        old, now = flat_settings(load_config(record)), flat_settings(cfg)
+        old, now = settings(load_config(record)), settings(cfg)
         written = yaml.safe_load(record.read_text())
         for name, value in SETTINGS_ADDED.items():
             section, key = name.split(".")
             if key not in (written.get(section) or {}):
                 old[name] = value
-        neutral = ("download.", "push.") + (() if set(cfg.experiment.rows) & set(SUPERVISED_ROWS) else ("sft.",))
-        differ = [
-            f"{name} ({old.get(name)!r} -> {value!r})"
-            for name, value in now.items()
-            if old.get(name) != value and name not in EXPERIMENT_NEUTRAL and not name.startswith(neutral)
-        ]
+        if not set(cfg.experiment.rows) & set(SUPERVISED_ROWS):  # sft.* decide only the supervised rows
+            old, now = ({k: v for k, v in part.items() if k not in deciding(SFT)} for part in (old, now))
+        differ = differences(old, now)
         if differ:
             raise ScoreError(
                 f"{folder} holds an experiment run with other settings: {', '.join(differ)}; "
@@ -180,11 +125,13 @@ def check_experiment(folder: Path, cfg: Config, main_process: bool) -> None:
         cfg.save(record)
 
 
-def check_resume(files: RunFiles, cfg: Config, main_process: bool) -> Path | None:
+def check_resume(files: RunFiles, cfg: Config, record: dict, main_process: bool) -> Path | None:
     """The checkpoint to resume from (None: start fresh). Refuses, with one line and before anything is written,
-    to train into a folder that holds a run without train.resume, to resume a run with other settings or whose
-    config.yaml is gone (its settings cannot be checked). A resume with nothing to resume from says so and starts
-    fresh (a Slurm job requeued before its first checkpoint must start)."""
+    to train into a folder that holds a run without train.resume, to resume a run whose config.yaml is gone (its
+    settings cannot be checked), one trained with other settings, from other model files or data (`record`:
+    provenance.files_record of the start model and the training problems, against the run's provenance.json), or
+    one whose newest checkpoint lies beyond this schedule's last step. A resume with nothing to resume from says so
+    and starts fresh (a Slurm job requeued before its first checkpoint must start)."""
     holds_run = files.metrics.exists() or files.checkpoints.exists()
     if not cfg.train.resume:
         if holds_run:
@@ -201,7 +148,7 @@ def check_resume(files: RunFiles, cfg: Config, main_process: bool) -> Path | Non
         if main_process:
             print(f"train.resume=true, but {files.root} holds no run yet: training from scratch")
         return None
-    differ = changed_settings(load_config(files.config), cfg)
+    differ = changed_settings(load_config(files.config), cfg) + changed_files(files, record, main_process)
     if differ:
         raise ScoreError(
             f"cannot resume {files.root}: it was trained with other settings: {', '.join(differ)}; "
@@ -210,7 +157,35 @@ def check_resume(files: RunFiles, cfg: Config, main_process: bool) -> Path | Non
     checkpoint = newest_intact_checkpoint(files, main_process)
     if checkpoint is None and main_process:
         print(f"train.resume=true, but {files.checkpoints} holds no checkpoint yet: training from scratch")
+    steps = len(stage_schedule(cfg))
+    if checkpoint is not None and checkpoint_step(checkpoint) > steps:
+        raise ScoreError(
+            f"cannot resume {files.root}: its newest checkpoint {checkpoint.name} lies beyond the {steps} steps of "
+            "this schedule (train.rounds x (stage1_steps + stage2_steps)); restore the schedule or choose another "
+            "train.run_name"
+        )
     return checkpoint
+
+
+def changed_files(files: RunFiles, record: dict, main_process: bool) -> list[str]:
+    """What differs between the run's provenance.json and `record`; a run from before the record was kept is named
+    once and passes (its files cannot be checked)."""
+    path = files.root / RECORD
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        if main_process:
+            print(f"note: {files.root} has no {RECORD} (written since): its start model's files and data are unchecked")
+        return []
+    except (OSError, ValueError):
+        raise ScoreError(
+            f"cannot resume {files.root}: {path} is damaged; restore it or choose another train.run_name"
+        ) from None
+    return differences(saved, record)
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return json.loads((checkpoint / "trainer_state.json").read_text())["step"]
 
 
 def checkpoint_damage(checkpoint: Path) -> str | None:
@@ -296,8 +271,6 @@ def save_model(accelerator: Accelerator, policy, tokenizer, target: Path, merged
     A LoRA policy saves its adapter as peft does (adapter_config.json, adapter_model.safetensors), loadable onto the
     base model; with `merged` the folder holds the merged weights as a plain model and the adapter goes to
     <target>/adapter/ (beside merged weights it would be applied twice by Transformers' loader)."""
-    from score.models import full_state_dict, lora_scaling, merge_lora, transformers_model
-
     state = full_state_dict(accelerator, policy, main_only=True)
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(policy)
@@ -314,30 +287,6 @@ def save_model(accelerator: Accelerator, policy, tokenizer, target: Path, merged
         with writing(target.parent):
             save_atomically(target, write)
     accelerator.wait_for_everyone()
-
-
-def random_states() -> dict:
-    """This process's RNG states as plain lists and tensors (loadable with weights_only=True)."""
-    version, internal, gauss = random.getstate()
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    states = {
-        "python": [version, list(internal), gauss],
-        "numpy": [kind, keys.tolist(), position, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_random_states(states: dict) -> None:
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, position, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 @contextmanager

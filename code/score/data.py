@@ -26,8 +26,10 @@ level or graded, so they are skipped and counted in one printed line.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -450,3 +452,15 @@ def training_problems(data: DataConfig) -> list[Problem]:
         after = f" after the filters {', '.join(filters)}" if filters else ""
         raise ScoreError(f"no training problems in {data.source}{after}")
     return problems
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file next to `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -20,21 +20,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
+from score import tiny
 from score.config import Config, DataConfig, DownloadConfig, EvalConfig, ModelConfig, ScoreError, resolve_path
-from score.data import FILE_SUFFIXES, MATH_SUBJECTS, error_line, subject_key
+from score.data import FILE_SUFFIXES, MATH_SUBJECTS, error_line, subject_key, write_atomic
 from score.progress import progress
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file next to `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+from score.testbed import build_testbed
+from score.testbed_code import CODE_TASK
 
 
 def download_model(model: ModelConfig) -> Path | None:
@@ -246,8 +237,6 @@ def download_mbpp(dl: DownloadConfig) -> None:
 def build_builtin(model: ModelConfig, data: DataConfig, evaluation: EvalConfig) -> None:
     """The tiny local model into `<base_dir>/<name>` and the sample problems at data.source / eval.source:
     a .jsonl file gets the train (data.source) or test (eval.source) samples, a folder the tar layout."""
-    from score import tiny
-
     target = resolve_path(model.base_dir) / model.name
     if target.is_dir():
         print(f"model: {target} already built")
@@ -292,14 +281,9 @@ def download(cfg: Config) -> None:
         build_builtin(cfg.model, cfg.data, cfg.eval)
         return
     if cfg.download.builtin == "testbed":
-        from score.testbed import build_testbed
-
         build_testbed(cfg)
         return
     if cfg.download.builtin == "testbed-code":
-        from score.testbed import build_testbed
-        from score.testbed_code import CODE_TASK
-
         build_testbed(cfg, task=CODE_TASK)
         return
     if cfg.download.model:

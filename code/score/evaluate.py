@@ -8,8 +8,6 @@ when all of it matches; when only the model's files changed it evaluates again (
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import math
 import re
@@ -32,11 +30,11 @@ from score.guards import check_context
 from score.locks import hold_folder
 from score.models import adapter_base, is_model_folder, load_model, resolve_model_path
 from score.progress import progress
+from score.provenance import data_sha256, model_files_sha256, sha256_of, shortened
 from score.rollout import generate_rollouts
 from score.scaling import plot_scaling, sampled_metrics, scaling_markdown
 
 Z95 = 1.959963984540054
-MODEL_CARD = "README.md"  # a model folder's card (card.py): it describes the model and changes no generation
 
 
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:
@@ -284,28 +282,6 @@ def evaluation_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def model_files_sha256(model: Path) -> str:
-    """sha256 over the names and bytes of the model folder's files: weights, config, generation config, tokenizer
-    and chat template all change generations. Hidden files (download caches) and the model card are left out. A
-    LoRA adapter folder's generations depend on its base model's files too: their hash is folded in."""
-    digest = hashlib.sha256()
-    described = (p for p in model.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != MODEL_CARD)
-    for path in sorted(described):
-        with path.open("rb") as f:
-            digest.update(path.name.encode() + b"\0" + hashlib.file_digest(f, "sha256").digest())
-    try:
-        base = adapter_base(model)
-    except ScoreError:  # a damaged adapter folder: evaluation refuses it before hashing, and a card names it
-        base = None
-    if base is not None:
-        digest.update(b"base\0" + model_files_sha256(base).encode())
-    return digest.hexdigest()
-
-
-def sha256_of(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
-
-
 def settings_fingerprint(
     cfg: Config, model: Path, files_sha256: str, dtype: torch.dtype, problems: list[Problem]
 ) -> dict:
@@ -324,8 +300,19 @@ def settings_fingerprint(
         "rollout.top_p": cfg.rollout.top_p if cfg.eval.temperature else None,  # used only when sampling
         "eval.max_new_tokens": cfg.eval.max_new_tokens,
         "prompts_sha256": sha256_of(vars(cfg.prompts)),
-        "problems_sha256": sha256_of([dataclasses.asdict(p) for p in problems]),  # gold answers and tests too
+        "problems_sha256": data_sha256(problems),  # gold answers and tests too
         "grader.extraction": cfg.grader.extraction,  # which answers count as given
+    }
+
+
+def samples_fingerprint(cfg: Config) -> dict:
+    """What the sampled conversations depend on beyond settings_fingerprint (which samples greedily or at
+    eval.temperature): how many, and how they are drawn."""
+    return {
+        "eval.samples": cfg.eval.samples,
+        "eval.sample_temperature": cfg.eval.sample_temperature,
+        "eval.seed": cfg.eval.seed,
+        "rollout.top_p": cfg.rollout.top_p,
     }
 
 
@@ -339,11 +326,12 @@ def changed_settings(path: Path, current: dict) -> dict[str, str]:
     except json.JSONDecodeError:
         raise ScoreError(f"{path} is damaged (not JSON); remove its folder to evaluate again") from None
 
-    def show(value) -> str:
-        return value[:12] if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) else str(value)
-
     names = sorted(recorded.keys() | current.keys())
-    return {k: f"{show(recorded.get(k))} -> {show(current.get(k))}" for k in names if recorded.get(k) != current.get(k)}
+    return {
+        k: f"{shortened(recorded.get(k))} -> {shortened(current.get(k))}"
+        for k in names
+        if recorded.get(k) != current.get(k)
+    }
 
 
 def settings_change_error(folder: Path, what: str, changed: dict[str, str]) -> ScoreError:
@@ -445,9 +433,6 @@ def evaluate(cfg: Config) -> Path:
     if run_metrics.exists():
         plot_training(run_metrics, out / "training.png")
     model.close()
-    from score.card import refresh_card  # here: card.py builds on this module
-
-    refresh_card(model_path)
     print(results_table(compare + [(label, metrics)]))
     if "sampled" in metrics:
         print(scaling_markdown(metrics["sampled"]))
@@ -481,11 +466,7 @@ def evaluate_sampled(cfg: Config, model: ModelOnDemand, problems: list[Problem],
     """eval.samples conversations per problem at eval.sample_temperature, seeded per batch, appended to
     samples.jsonl as batches finish (resumable); returns scaling.sampled_metrics of them."""
     n = cfg.eval.samples
-    fingerprint = {
-        "eval.samples": n,
-        "eval.sample_temperature": cfg.eval.sample_temperature,
-        "eval.seed": cfg.eval.seed,
-    }
+    fingerprint = samples_fingerprint(cfg)
     settings = out / "samples_settings.json"
     changed = changed_settings(settings, fingerprint)
     if changed:

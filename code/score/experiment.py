@@ -33,12 +33,12 @@ import torch
 from accelerate import PartialState
 
 from score.baselines import run_pair_sft, run_star
+from score.card import evaluate_with_card, train_with_card, write_run_card
 from score.checkpoints import check_experiment
 from score.config import SUPERVISED_ROWS, Config, ScoreError, resolve_path
-from score.evaluate import Z95, evaluate
+from score.evaluate import Z95
 from score.locks import hold_folder
 from score.models import resolve_model_path
-from score.trainer import train
 
 P_FIX = "p_t2_right_given_t1_wrong"  # None when nothing was wrong at t1: such a run is left out of its mean
 METRICS = ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", P_FIX, "delta_c_to_i")
@@ -110,15 +110,24 @@ def run_row(cfg: Config, row: str, seed: int, folder: Path) -> Config:
     run = row_config(cfg, row, seed, folder)
     base = resolve_model_path(cfg.model.name, cfg.model.base_dir)
     if row in STAR:
-        run_star(run, folder / run.train.run_name, base)
+        fine_tune(run_star, run, folder / run.train.run_name, base, "star")
     elif row in PAIR_SFT:
-        run_pair_sft(run, folder / run.train.run_name, base)
+        fine_tune(run_pair_sft, run, folder / run.train.run_name, base, "pair_sft")
     elif row == "score_star_stage2":
-        stage1 = train(run) / "final"
-        run_star(run, folder / f"{row}_seed{seed}", stage1)
+        stage1 = train_with_card(run) / "final"
+        fine_tune(run_star, run, folder / f"{row}_seed{seed}", stage1, "star")
     else:
-        train(run)
+        train_with_card(run)
     return run
+
+
+def fine_tune(baseline, run: Config, root: Path, start: Path, method: str) -> None:
+    """baseline(run, root, start) (run_star or run_pair_sft), and the card of a model it trained now (a finished
+    one it reuses keeps its card)."""
+    trained = not (root / "final" / "config.json").is_file()
+    final = baseline(run, root, start)
+    if trained:
+        write_run_card(run, final, supervised=method, start=start)
 
 
 def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:
@@ -234,13 +243,15 @@ def run_experiment(cfg: Config) -> Path:
     for row in rows:
         if row in UNTRAINED:  # greedy evaluation of the base model: the same for every seed
             print(f"experiment {name}: {LABELS[row]}")
-            results[row] = [json.loads((evaluate(untrained_config(cfg, row, folder)) / "metrics.json").read_text())]
+            results[row] = [
+                json.loads((evaluate_with_card(untrained_config(cfg, row, folder)) / "metrics.json").read_text())
+            ]
             continue
         results[row] = []
         for seed in seeds:
             print(f"experiment {name}: {LABELS[row]}, seed {seed}")
             run = run_row(cfg, row, seed, folder)
-            results[row].append(json.loads((evaluate(run) / "metrics.json").read_text()))
+            results[row].append(json.loads((evaluate_with_card(run) / "metrics.json").read_text()))
     summary = summarise(results)
     table = summary_table(summary)
     report = (

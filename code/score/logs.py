@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from score.checkpoints import RunFiles, flat_settings, writing
+from score.checkpoints import RunFiles, writing
 from score.config import Config, first_line
 from score.data import Problem
 from score.diagnostics import edit_distance, same_answer
-from score.grader import extract_answer
-from score.monitor import PREFIX
+from score.domains import final_answer
+from score.provenance import flat_settings
 from score.rollout import Rollout
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ SAMPLES_LOGGED = 4  # conversations written to samples.jsonl each time
 TEXT_DIAGNOSTIC_ROWS = 64  # conversations per process whose attempts are compared as texts each step
 PROJECT = "score"  # W&B and trackio project, MLflow experiment (WANDB_PROJECT, MLFLOW_EXPERIMENT_NAME override)
 TRACKER_RUNS = "trackers.json"  # in the run folder: each tracker's run, which a resumed training run continues
+PREFIX = "heldout_"  # of the held-out evaluation's keys in metrics.jsonl (monitor.py writes them)
 HELDOUT_TABLE = "heldout/evaluations"  # every held-out evaluation of the run, one row each, sent at the end
 
 
@@ -46,18 +47,23 @@ def conditional_rates(rewards: torch.Tensor) -> tuple[float | None, float | None
     return fixed, broken
 
 
-def text_diagnostics(texts: list[list[str]]) -> torch.Tensor:
+def text_diagnostics(texts: list[list[str]], problems: list[Problem], extraction: str) -> torch.Tensor:
     """[second attempts whose final answer differs from the first, sum of edit distances, conversations] over at
-    most TEXT_DIAGNOSTIC_ROWS conversations (bounded cost per step); sums, to be added up over processes."""
+    most TEXT_DIAGNOSTIC_ROWS conversations (bounded cost per step); sums, to be added up over processes.
+    problems[i] is conversation i's: a final answer is what domains.final_answer reads (a code answer's program)."""
     rows = texts[:TEXT_DIAGNOSTIC_ROWS]
-    changed = sum(not same_answer(extract_answer(first), extract_answer(second)) for first, second, *_ in rows)
+    changed = sum(
+        not same_answer(final_answer(first, problem, extraction), final_answer(second, problem, extraction))
+        for (first, second, *_), problem in zip(rows, problems, strict=False)
+    )
     edits = sum(edit_distance(first, second) for first, second, *_ in rows)
     return torch.tensor([changed, edits, len(rows)], dtype=torch.float64)
 
 
-def step_record(accelerator, rollout, summed, times, step, stage, scheduler, grad_norm) -> dict:
+def step_record(accelerator, rollout, problems, extraction, summed, times, step, stage, scheduler, grad_norm) -> dict:
     """One metrics.jsonl line, with every quantity averaged over all processes' conversations.
 
+    problems: the rollout's (rollout.problem_index points into them); extraction: grader.extraction.
     summed: loss, entropy sum and KL sum per attempt, already summed over processes."""
     device = accelerator.device
     rewards = accelerator.gather(rollout.rewards.to(device)).cpu()
@@ -72,7 +78,12 @@ def step_record(accelerator, rollout, summed, times, step, stage, scheduler, gra
     record["i_to_c"], record["c_to_i"] = transition_rates(rewards)
     if attempts >= 2:
         record["p_t2_right_given_t1_wrong"], record["p_t2_wrong_given_t1_right"] = conditional_rates(rewards)
-        changed, edits, compared = accelerator.reduce(text_diagnostics(rollout.texts).to(device), "sum").cpu()
+        changed, edits, compared = accelerator.reduce(
+            text_diagnostics(rollout.texts, [problems[i] for i in rollout.problem_index.tolist()], extraction).to(
+                device
+            ),
+            "sum",
+        ).cpu()
         record["answer_changed"] = (changed / compared.clamp(min=1)).item()
         record["edit_distance"] = (edits / compared.clamp(min=1)).item()
     for k in range(attempts):

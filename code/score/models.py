@@ -124,10 +124,11 @@ def lora_scaling(model: torch.nn.Module) -> float | None:
     return config.lora_alpha / config.r
 
 
-def merge_lora(state: dict[str, Tensor], scaling: float) -> dict[str, Tensor]:
+def merge_lora(state: dict[str, Tensor], scaling: float, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
     """A LoRA policy's state dict (peft's names) as the plain model's: each adapted weight W becomes
-    W + scaling x B @ A (computed in float32, returned in W's dtype), the adapters are dropped and every name is
-    the base model's (what vLLM and Transformers load). Only merged weights are new tensors; `state` is unchanged."""
+    W + scaling x B @ A (computed in float32, returned in `dtype`, default W's), the adapters are dropped and every
+    name is the base model's (what vLLM and Transformers load). Only merged weights are new tensors; `state` is
+    unchanged."""
     merged = {}
     for name, tensor in state.items():
         if ".lora_A." in name or ".lora_B." in name:
@@ -135,7 +136,7 @@ def merge_lora(state: dict[str, Tensor], scaling: float) -> dict[str, Tensor]:
         if name.endswith(".base_layer.weight"):
             stem = name.removesuffix(".base_layer.weight")
             a, b = state[f"{stem}.lora_A.default.weight"], state[f"{stem}.lora_B.default.weight"]
-            tensor = (tensor.float() + scaling * (b.float() @ a.float())).to(tensor.dtype)
+            tensor = (tensor.float() + scaling * (b.float() @ a.float())).to(dtype or tensor.dtype)
         merged[name.removeprefix(LORA_PREFIX).replace(".base_layer.", ".")] = tensor
     return merged
 
@@ -313,3 +314,15 @@ def full_state_dict(
             full = full.to(dtype) if dtype is not None and full.is_floating_point() else full
             state[name] = full.cpu() if main_only else full
     return state
+
+
+def engine_state(
+    accelerator: Accelerator, policy: torch.nn.Module, dtype: torch.dtype | None = None
+) -> dict[str, Tensor]:
+    """The full parameters a rollout engine loads (full_state_dict, every process), in `dtype`. A LoRA policy gives
+    its merged weights, each computed from the float32 W, A and B and rounded to `dtype` once: rounding W, A and B
+    to bf16 before the merge loses most small adapter updates. A sharded LoRA policy is gathered in float32 for it."""
+    scaling = lora_scaling(accelerator.unwrap_model(policy))
+    if scaling is None:
+        return full_state_dict(accelerator, policy, dtype=dtype)
+    return merge_lora(full_state_dict(accelerator, policy), scaling, dtype)

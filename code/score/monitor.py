@@ -14,8 +14,8 @@ from score.config import Config, ScoreError
 from score.data import Problem
 from score.distributed import gather_objects, my_share
 from score.evaluate import compute_metrics, generate_records
+from score.logs import PREFIX
 
-PREFIX = "heldout_"
 LOGGED = ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", "delta_c_to_i")
 
 

@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from score.config import Config
+
 KL_ESTIMATORS = ("k1", "k3")
 KL_MODES = ("loss", "reward")
 BASELINES = ("loo", "batch", "none")
@@ -389,3 +391,9 @@ def add_sampler_drift(drift: Tensor, logp: Tensor, sampler_logp: Tensor, attempt
     if gap.numel() == 0:
         return drift
     return torch.stack([drift[0] + gap.sum(), drift[1] + gap.numel(), torch.maximum(drift[2], gap.max())])
+
+
+def stage_schedule(cfg: Config) -> list[int]:
+    """The stage (1 or 2) of every optimizer step: rounds of Stage I steps then Stage II steps."""
+    t = cfg.train
+    return ([1] * t.stage1_steps + [2] * t.stage2_steps) * t.rounds

@@ -14,7 +14,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, get_token, metadata_load
 
 from score.card import ADAPTER, HUB_ID, adapter_settings
 from score.config import Config, ScoreError, first_line, resolve_path
-from score.evaluate import MODEL_CARD
+from score.provenance import MODEL_CARD
 
 
 def push_folder(cfg: Config) -> Path:

@@ -3,9 +3,10 @@
 From n sampled two-attempt conversations per problem:
   - pass@k of each attempt, by the unbiased estimator 1 - C(n-c, k) / C(n, k) (c of the n samples right;
     Chen et al., 2021), averaged over problems;
-  - majority@k of each attempt: the most frequent final answer among the first k samples' answers at that
-    attempt, right if that answer is. Answers vote by the answer checker's equivalence (the one rewards use), so
-    `1/2`, `\\frac{1}{2}` and `0.5` are one answer; ties go to the answer that appeared first; no answer casts no vote;
+  - majority@k of each attempt: among the first k samples' final answers at that attempt, the answer with the most
+    answers equivalent to it (the answer checker's equivalence, the one rewards use: `1/2`, `\\frac{1}{2}` and
+    `0.5` are one answer), right if that answer is; exact ties go to the answer that appeared first; no answer
+    casts no vote;
   - the paper's comparison at an equal budget of k model answers: k independent first attempts with a majority
     vote (parallel, self-consistency) against k/2 conversations each followed by a second attempt, voting on the
     second attempts (sequential self-correction).
@@ -15,7 +16,7 @@ The samples are drawn with a seed and in a random order, so the first k of them 
 from __future__ import annotations
 
 import math
-from collections import Counter
+from itertools import combinations
 from pathlib import Path
 
 from score.grader import is_equivalent
@@ -30,38 +31,27 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def answer_classes(answers: list[str | None], timeout: float = 2.0, is_math: bool = True) -> list[int | None]:
-    """The equivalence class of each answer (None: no answer), numbered in order of first appearance.
-
-    An answer joins the first class whose first answer it is equivalent to (grader.is_equivalent, at most
-    `timeout` seconds per comparison), else starts a new class: one comparison per class, not per pair. Answers
-    that are not math (programs) are equal only as text: the answer checker has nothing to say about them."""
-    firsts: list[str] = []
-    classes: list[int | None] = []
-    for answer in answers:
-        text = answer.strip() if answer else ""
-        if not text:
-            classes.append(None)
-            continue
-        match = (
-            i for i, first in enumerate(firsts) if text == first or (is_math and is_equivalent(text, first, timeout))
-        )
-        found = next(match, len(firsts))
-        if found == len(firsts):
-            firsts.append(text)
-        classes.append(found)
-    return classes
+def equivalences(answers: list[str | None], timeout: float = 2.0, is_math: bool = True) -> list[list[bool]]:
+    """equivalent[i][j]: whether answers i and j are the same answer (grader.is_equivalent, at most `timeout`
+    seconds per comparison, once per pair of distinct texts); no answer (None, blank) matches nothing. Answers that
+    are not math (programs) are equal only as text: the answer checker has nothing to say about them."""
+    texts = [answer.strip() if answer else "" for answer in answers]
+    same: dict[tuple[str, str], bool] = {}
+    for a, b in combinations(sorted(set(texts) - {""}), 2):
+        same[a, b] = same[b, a] = is_math and is_equivalent(a, b, timeout)
+    return [[bool(a) and bool(b) and (a == b or same[a, b]) for b in texts] for a in texts]
 
 
-def majority_correct(classes: list[int | None], correct: list[bool]) -> bool:
-    """Whether the most frequent answer class is right (judged by its first answer); ties go to the class that
-    appeared first, and no answer (None) casts no vote."""
-    counts = Counter(c for c in classes if c is not None)
-    if not counts:
+def majority_correct(equivalent: list[list[bool]], correct: list[bool], k: int) -> bool:
+    """Whether the vote among the first k answers is right: each answer's support is how many of the k answers
+    are equivalent to it (itself included), and the best supported answer wins, judged by its own correctness.
+    Equivalence need not be transitive (50% = 50 and 50% = 0.5, but 50 != 0.5), so a vote by classes would depend
+    on the order of the answers; this one changes with the order only on an exact tie, which goes to the answer
+    seen first. No answer casts no vote."""
+    support = [sum(equivalent[i][:k]) for i in range(k)]
+    if not any(support):
         return False
-    top = max(counts.values())
-    winner = min(c for c, count in counts.items() if count == top)  # classes are numbered by first appearance
-    return bool(correct[classes.index(winner)])
+    return bool(correct[support.index(max(support))])
 
 
 def sampled_metrics(records: list[list[list[dict]]], timeout: float = 2.0, domains: list[str] | None = None) -> dict:
@@ -76,16 +66,16 @@ def sampled_metrics(records: list[list[list[dict]]], timeout: float = 2.0, domai
     for t in range(attempts):
         hits = [sum(bool(s[t]["correct"]) for s in samples[:n]) for samples in records]
         out[f"pass_at_k_t{t + 1}"] = {k: sum(pass_at_k(n, c, k) for c in hits) / problems for k in range(1, n + 1)}
-        # Classes of all n answers at once: the first k samples' classes are those of a vote among them alone.
+        # Equivalences of all n answers at once: the first k rows and columns are those of a vote among k alone.
         votes = [
             (
-                answer_classes([s[t]["answer"] for s in samples[:n]], timeout, domain == "math"),
+                equivalences([s[t]["answer"] for s in samples[:n]], timeout, domain == "math"),
                 [s[t]["correct"] for s in samples[:n]],
             )
             for samples, domain in zip(records, domains or ["math"] * problems, strict=True)
         ]
         out[f"majority_at_k_t{t + 1}"] = {
-            k: sum(majority_correct(classes[:k], correct[:k]) for classes, correct in votes) / problems
+            k: sum(majority_correct(equivalent, correct, k) for equivalent, correct in votes) / problems
             for k in range(1, n + 1)
         }
     if attempts >= 2:

@@ -39,6 +39,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from score import sft, tiny
 from score.config import Config, PromptConfig, ScoreError, resolve_path
+from score.data import write_atomic
 from score.prompts import ConversationPieces, build_messages, conversation_pieces, end_of_turn_id, render
 
 SUBJECT = "Arithmetic"
@@ -297,8 +298,6 @@ def build_testbed(
     """Write the test split (eval.source), the train split (data.source) and the SFT base model
     (<model.base_dir>/<model.name>) of `task`; parts already there are kept. `budget`: sft_base_model's budget
     arguments."""
-    from score.download import write_atomic
-
     for key, source in (("data.source", cfg.data.source), ("eval.source", cfg.eval.source)):
         if not source.endswith(".jsonl"):
             raise ScoreError(

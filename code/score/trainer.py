@@ -15,6 +15,7 @@ The policy is replicated (DDP) or, when launched with configs/accelerate/fsdp.ya
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from contextlib import contextmanager
@@ -27,7 +28,6 @@ from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 
 from score import objectives
-from score.card import write_card
 from score.checkpoints import (
     RunFiles,
     check_resume,
@@ -39,6 +39,7 @@ from score.checkpoints import (
 )
 from score.config import Config, ScoreError, resolve_path
 from score.data import Problem, training_problems
+from score.distributed import gather_objects
 from score.domains import problem_rewards
 from score.engines import Engine, open_engine, resolve_engine_name, resolve_tis_cap
 from score.evaluate import plot_training
@@ -47,16 +48,15 @@ from score.locks import hold_folder
 from score.logs import MetricsLogger, step_record
 from score.models import (
     AdaptersOff,
+    adapter_base,
     add_lora,
     check_sharding_settings,
     disable_dropout,
-    full_state_dict,
+    engine_state,
     generation_model,
     gradient_sync,
     is_sharded,
     load_model,
-    lora_scaling,
-    merge_lora,
     resolve_model_path,
     shard_policy,
     sharding_requested,
@@ -73,13 +73,9 @@ from score.preemption import (
     run_deadline,
 )
 from score.progress import progress
+from score.provenance import RECORD, files_record
 from score.rollout import RewardFn, Rollout, generate_rollouts
-
-
-def stage_schedule(cfg: Config) -> list[int]:
-    """The stage (1 or 2) of every optimizer step: rounds of Stage I steps then Stage II steps."""
-    t = cfg.train
-    return ([1] * t.stage1_steps + [2] * t.stage2_steps) * t.rounds
+from score.seeding import random_states_kept
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -194,10 +190,18 @@ def start_run(cfg: Config) -> Run:
     files = RunFiles(resolve_path(t.output_dir) / t.run_name)
     with writing(files.root):  # the lock file is the first thing written there
         hold_folder(files.root / ".lock", "train.run_name", accelerator.is_main_process)
-    checkpoint = check_resume(files, cfg, accelerator.is_main_process)
-
     model_path = resolve_model_path(cfg.model.name, cfg.model.base_dir)
+    if cfg.model.lora_rank and (base := adapter_base(model_path)) is not None:
+        # peft would save the new adapters as adapters of `base`, which lacks the old ones (issue 26)
+        raise ScoreError(
+            f"model.name={cfg.model.name} holds a LoRA adapter only: new LoRA adapters trained on it would be saved "
+            f"as adapters of its base {base}, without this one; start from merged weights (model.lora_merge_on_save="
+            "true saves them in final/) or set model.lora_rank=0"
+        )
     problems = training_problems(cfg.data)
+    # what the run trains from, read once by one process: a resume must find the same (defect: another base model)
+    (record,) = gather_objects([files_record(model_path, problems)] if accelerator.is_main_process else [])
+    checkpoint = check_resume(files, cfg, record, accelerator.is_main_process)
     problems, heldout = split_heldout(problems, cfg)
 
     set_seed(t.seed + rank)  # processes sample differently; the model starts identical from the checkpoint
@@ -216,7 +220,7 @@ def start_run(cfg: Config) -> Run:
         reference = load_model(model_path, cfg.model, reference_dtype).to(accelerator.device).eval()
         reference.requires_grad_(False)
     check_context(tokenizer, policy.config, problems + heldout, cfg, evaluating=bool(heldout))
-    schedule = stage_schedule(cfg)
+    schedule = objectives.stage_schedule(cfg)
     if sharded:
         policy = shard_policy(policy.to(accelerator.device))
         if not lora:
@@ -245,6 +249,7 @@ def start_run(cfg: Config) -> Run:
         with writing(files.root):
             files.root.mkdir(parents=True, exist_ok=True)
             cfg.save(files.config)
+            (files.root / RECORD).write_text(json.dumps(record, indent=1))
             keep_logged_steps(files, before=first_logged)
     accelerator.wait_for_everyone()
     run = Run(cfg, accelerator, files, problems, tokenizer, policy, reference, optimizer, scheduler, schedule,
@@ -280,13 +285,11 @@ def sampler(run: Run):
 def sync_engine(run: Run) -> None:
     """The rollout engine takes the policy's current full parameters (gathered first when sharded, one tensor at a
     time in the compute dtype: bf16 under bf16 autocast, half the fp32 model). A LoRA policy gives its merged
-    weights W + scale x B @ A under the base model's names (models.merge_lora): new tensors for the adapted layers,
-    the policy unchanged."""
+    weights W + scale x B @ A under the base model's names, rounded once (models.engine_state): new tensors for the
+    adapted layers, the policy unchanged."""
     began = clock()
     dtype = torch.bfloat16 if run.accelerator.mixed_precision == "bf16" else None
-    state = full_state_dict(run.accelerator, run.policy, dtype=dtype)
-    scaling = lora_scaling(run.accelerator.unwrap_model(run.policy))
-    run.engine.load_weights(state if scaling is None else merge_lora(state, scaling))
+    run.engine.load_weights(engine_state(run.accelerator, run.policy, dtype))
     run.times["sync"] = clock() - began
 
 
@@ -440,7 +443,8 @@ def watch(run: Run, step: int) -> None:
     """Greedy evaluation of the held-out problems every train.eval_every steps, into metrics.jsonl."""
     t, accelerator = run.cfg.train, run.accelerator
     if run.heldout and (step % t.eval_every == 0 or step == len(run.schedule)):
-        with sampler(run) as model, accelerator.autocast():
+        # eval.* decide no trained weight: a sampled evaluation must not draw from the rollouts' random streams
+        with sampler(run) as model, accelerator.autocast(), random_states_kept():
             metrics = evaluate_heldout(accelerator, model, run.tokenizer, run.heldout, run.cfg)
         run.logger.log({"step": step, **metrics})
         if accelerator.is_main_process and step:
@@ -472,7 +476,18 @@ def loop(run: Run, reward_fn: RewardFn | None, stop: StopRequests) -> None:
             if run.engine is not None:  # the next rollout samples the updated policy
                 sync_engine(run)
             norm = grad_norm if t.max_grad_norm > 0 else None
-            record = step_record(accelerator, rollout, sums, run.times, step, stage, run.scheduler, norm)
+            record = step_record(
+                accelerator,
+                rollout,
+                batch,
+                run.cfg.grader.extraction,
+                sums,
+                run.times,
+                step,
+                stage,
+                run.scheduler,
+                norm,
+            )
             logger.log({**record, **drift})
             bar.set_postfix(
                 {k: f"{record[k]:.3f}" for k in ("reward_t1", "reward_t2", "kl_t1", "kl_t2") if k in record},
@@ -525,7 +540,6 @@ def finish(run: Run) -> None:
     save_model(accelerator, run.policy, run.tokenizer, run.files.root / "final", run.cfg.model.lora_merge_on_save)
     run.logger.close()
     if accelerator.is_main_process:
-        write_card(run.files.root / "final", run.cfg, run.problems)
         print(f"run saved to {run.files.root} (final model: {run.files.root / 'final'})")
 
 

@@ -12,60 +12,20 @@ lives in rollout.py, the same for every engine. Two engines:
 from __future__ import annotations
 
 import importlib.util
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from score.config import ModelConfig, RolloutConfig, ScoreError
+from score.engines.base import Engine, Samples, Sampling
+from score.engines.hf import HFEngine, resolve_hf_compile
+from score.engines.vllm import VLLMEngine
+from score.models import adapter_base, load_model
+
+__all__ = ["Engine", "Samples", "Sampling", "open_engine", "resolve_engine_name", "resolve_tis_cap"]
 
 ENGINES = ("auto", "hf", "vllm")
 VLLM_TIS_CAP = 2.0  # the truncated importance sampling cap the vllm engine gets by default
-
-
-@dataclass
-class Sampling:
-    """How one attempt is sampled. Greedy ignores temperature and top_p."""
-
-    max_new_tokens: int
-    stop_ids: list[int]  # an attempt ends at the first of these, which is part of the attempt
-    pad_id: int  # fills the padding of batched prompts (engines that pad)
-    greedy: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-
-
-@dataclass
-class Samples:
-    """One attempt of every prompt: sampled ids up to and including the first stop id (or max_new_tokens ids)."""
-
-    ids: list[list[int]]
-    logprobs: list[list[float]] | None = None  # the sampler's log-probability of each sampled id, if it gives them
-
-
-class Engine(ABC):
-    """Samples continuations of token-id prompts. `generation_config` holds the model's own eos ids.
-
-    An engine that keeps its own copy of the weights (`holds_weights`) is given the policy's full state after
-    every optimizer step (`load_weights`); it may free memory during the update (`sleep`, woken by load_weights).
-    """
-
-    generation_config = None
-    holds_weights = False
-
-    @abstractmethod
-    def sample(self, prompts: list[list[int]], sampling: Sampling) -> Samples:
-        """One attempt of every prompt, sampled as `sampling` says."""
-
-    def load_weights(self, state: dict[str, torch.Tensor]) -> None:  # noqa: B027 (optional hook, no-op)
-        """Take the policy's parameters (Hugging Face names); the next sample uses them."""
-
-    def sleep(self) -> None:  # noqa: B027 (optional hook, no-op)
-        """Free what the engine can while the policy is updated."""
-
-    def close(self) -> None:  # noqa: B027 (optional hook, no-op)
-        """Release the engine's memory."""
 
 
 def vllm_available() -> bool:
@@ -104,18 +64,12 @@ def open_engine(
     `model_path` in `dtype` on `model`'s device, refreshed by load_weights: bf16 weights decode 1.6-2.2x as fast
     as autocast over fp32 ones on a GPU (issue 17), and the trainer scores the sampled tokens itself."""
     if resolve_engine_name(rollout.engine) == "vllm":
-        from score.engines.vllm import VLLMEngine
-        from score.models import adapter_base
-
         if adapter_base(model_path) is not None:
             raise ScoreError(
                 f"{model_path} holds a LoRA adapter only, which the vllm engine does not load: use rollout.engine=hf, "
                 "or train with model.lora_merge_on_save=true for merged weights"
             )
         return VLLMEngine(model_path, rollout, seed=seed, dtype=dtype)
-    from score.engines.hf import HFEngine, resolve_hf_compile
-    from score.models import load_model
-
     if model is None:
         raise ValueError("the hf engine samples a model; none given")
     compile = resolve_hf_compile(rollout.hf_compile, model.device)

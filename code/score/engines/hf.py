@@ -20,7 +20,7 @@ import torch
 from transformers import CompileConfig, GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from score.config import ScoreError
-from score.engines import Engine, Samples, Sampling
+from score.engines.base import Engine, Samples, Sampling
 
 HF_COMPILE = ("auto", "on", "off")
 PROMPT_MULTIPLE = 64  # compiled path: prompts are left padded to a multiple of this many tokens

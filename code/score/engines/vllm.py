@@ -21,9 +21,9 @@ from unittest import mock
 import torch
 from transformers import GenerationConfig
 
-from score.checkpoints import random_states, restore_random_states
 from score.config import RolloutConfig, ScoreError
-from score.engines import Engine, Samples, Sampling
+from score.engines.base import Engine, Samples, Sampling
+from score.seeding import random_states_kept
 
 # The engine core runs in this process, not in a child process: weights can then be handed over in memory.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -51,28 +51,27 @@ class VLLMEngine(Engine):
         on_cpu = not torch.cuda.is_available()
         # vLLM's worker reseeds python, numpy, torch and CUDA with `seed`; the caller's streams (a resumed run's, just
         # restored from its checkpoint) go on as they were. Sampling then draws from those streams.
-        states = random_states()
-        self.llm = LLM(
-            model=str(model_path),
-            dtype=dtype,
-            seed=seed,
-            enable_prefix_caching=True,
-            gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
-            max_model_len=rollout.vllm_max_model_len or None,
-            enable_sleep_mode=self.sleep_mode,
-            # Sampling settings come from the rollout config only, never from the model's generation_config.
-            generation_config="vllm",
-            skip_tokenizer_init=True,
-            # Log-probs of the distribution that sampled each token (after temperature and top-p), which the
-            # trainer's forward pass scores under the same temperature: their gap is the sampler's drift.
-            logprobs_mode="processed_logprobs",
-            distributed_executor_backend="external_launcher" if self.launched else None,
-            # CPU (tests, benchmarks): no compilation, and a 1 GiB KV cache instead of a share of all memory
-            # (the VLLM_CPU_KVCACHE_SPACE environment variable, in GiB, overrides it).
-            enforce_eager=on_cpu,
-            kv_cache_memory_bytes=CPU_KV_CACHE_BYTES if on_cpu else None,
-        )
-        restore_random_states(states)
+        with random_states_kept():
+            self.llm = LLM(
+                model=str(model_path),
+                dtype=dtype,
+                seed=seed,
+                enable_prefix_caching=True,
+                gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
+                max_model_len=rollout.vllm_max_model_len or None,
+                enable_sleep_mode=self.sleep_mode,
+                # Sampling settings come from the rollout config only, never from the model's generation_config.
+                generation_config="vllm",
+                skip_tokenizer_init=True,
+                # Log-probs of the distribution that sampled each token (after temperature and top-p), which the
+                # trainer's forward pass scores under the same temperature: their gap is the sampler's drift.
+                logprobs_mode="processed_logprobs",
+                distributed_executor_backend="external_launcher" if self.launched else None,
+                # CPU (tests, benchmarks): no compilation, and a 1 GiB KV cache instead of a share of all memory
+                # (the VLLM_CPU_KVCACHE_SPACE environment variable, in GiB, overrides it).
+                enforce_eager=on_cpu,
+                kv_cache_memory_bytes=CPU_KV_CACHE_BYTES if on_cpu else None,
+            )
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
 
     def sample(self, prompts: list[list[int]], sampling: Sampling) -> Samples:
