@@ -345,6 +345,7 @@ class GraderConfig:
         "program still gets a fresh interpreter, limits and a seccomp filter, but sees every file you can. Off: "
         "code rewards refuse to start there, in one line naming what is missing.",
         False,
+        decides=(),  # where a program runs, not what an honest program scores
     )
     extraction: str = _help(
         "Where the final answer is read: strict (explicit markers only: \\boxed{}, 'the answer is N', '#### N', "
