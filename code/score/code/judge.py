@@ -108,7 +108,7 @@ class Program:
                         streams.remove(output)
                     self.output += data[: max(0, self.output_bytes - len(self.output))]
                 elif not data:
-                    raise ProgramGone(f"the program ended (exit status {self.process.wait()})")
+                    raise ProgramGone("the program ended or closed its replies")
                 else:
                     self.buffer += data
                     if len(self.buffer) > MAX_REPLY_BYTES:
