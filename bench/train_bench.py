@@ -431,6 +431,8 @@ def main() -> None:
     parser.add_argument("--reference-bytes", type=int, choices=[2, 4], default=4, help="--estimate: bf16 or fp32")
     parser.add_argument("--lora-rank", type=int, default=0, help="--estimate: also a LoRA policy of this rank")
     args = parser.parse_args()
+    if args.gpus < 1 or args.tokens < 1 or args.lora_rank < 0:
+        parser.error("--gpus and --tokens must be at least 1, --lora-rank at least 0")
     if args.estimate:
         print_estimate(args.estimate, args.gpus, args.tokens, args.reference_bytes, args.lora_rank)
         return

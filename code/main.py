@@ -8,10 +8,12 @@
 Every setting lives in a YAML config (configs/default.yaml); `--set section.key=value` overrides one.
 
 Exit status: 0 done, 1 error (one line), 2 bad config or arguments, 75 training stopped by SIGTERM/SIGUSR1
-after saving a checkpoint (resume with `--set train.resume=true`), 130 interrupted (Ctrl-C).
+after saving a checkpoint (resume with `--set train.resume=true`), 130 interrupted (Ctrl-C), 143 stopped by SIGTERM
+outside a training step (an evaluation carries on from the problems it wrote when run again).
 """
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -29,6 +31,15 @@ TASKS = {
     "ablations and SCoRe; mean and std table, paired differences",
     "push": "upload a trained model folder with its model card to the Hugging Face Hub (push.*: push.repo=owner/name)",
 }
+
+
+class Terminated(BaseException):
+    """SIGTERM outside training's own handling (which finishes the step and checkpoints): end the task as Ctrl-C
+    does, through every `finally`, so that worker pools and process groups are shut down, not orphaned."""
+
+
+def _terminate(signum: int, frame) -> None:
+    raise Terminated
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from score.distributed import end_processes
 
     finished = False
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.task == "download":
             from score.download import download
@@ -106,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("stopped by SIGTERM", file=sys.stderr)
+        return 128 + signal.SIGTERM
     finally:
         end_processes(clean=finished)
     return 0

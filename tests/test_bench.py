@@ -186,3 +186,17 @@ def test_testbed_sweep_trains_on_training_problems_only_and_reuses_finished_runs
     curves = capsys.readouterr().out.splitlines()[:2]
     assert [line.split(" (step:")[0] for line in curves] == ["tiny seed 0", "tiny seed 1"]
     assert all(line.count(";") == 2 for line in curves)  # steps 0, 1 and 2
+
+
+def test_an_estimate_for_no_gpus_is_one_error_line():
+    for gpus in ("0", "-3"):
+        done = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "bench" / "train_bench.py"), "--estimate", "7b", "--gpus", gpus],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2 and "Traceback" not in done.stderr and "GiB" not in done.stdout, done.stderr
+        assert (
+            done.stderr.strip()
+            .splitlines()[-1]
+            .endswith("--gpus and --tokens must be at least 1, --lora-rank at least 0")
+        )

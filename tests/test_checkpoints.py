@@ -187,3 +187,27 @@ def test_where_a_model_is_pushed_changes_no_result(tmp_path):
     assert changed_settings(tiny(), tiny(*pushed)) == []
     load_config(None, ["experiment.rows=[base, star, score]"]).save(tmp_path / "settings.yaml")
     check_experiment(tmp_path, load_config(None, ["experiment.rows=[base, star, score]", *pushed]), True)
+
+
+@pytest.mark.parametrize("full", ["rng", "state"])
+def test_a_disk_full_mid_checkpoint_is_one_line_leaves_no_tmp_and_keeps_the_older_ones(tmp_path, monkeypatch, full):
+    files = RunFiles(tmp_path / "run")
+    accelerator, model, optimizer, scheduler = save_two_checkpoints(files)
+    before = {path: path.read_bytes() for path in files.checkpoints.rglob("*") if path.is_file()}
+    if full == "rng":  # torch's own writer on a full disk: "RuntimeError: ... unexpected pos", no errno
+        real_save = torch.save
+        monkeypatch.setattr(torch, "save", lambda obj, f, *args, **kwargs: real_save(obj, "/dev/full"))
+    else:  # the last file of the checkpoint, trainer_state.json
+        real_write_text = type(files.root).write_text
+
+        def disk_full(path, *args, **kwargs):
+            if path.name == "trainer_state.json":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write_text(path, *args, **kwargs)
+
+        monkeypatch.setattr(type(files.root), "write_text", disk_full)
+    with pytest.raises(ScoreError, match=f"cannot write to {files.checkpoints}: .*(disk|space)") as error:
+        save_checkpoint(accelerator, files, model, optimizer, scheduler, 3, stage=1, keep=2)
+    assert "\n" not in str(error.value)
+    assert sorted(p.name for p in files.checkpoints.iterdir()) == ["step_1", "step_2"]  # no step_3.tmp
+    assert {path: path.read_bytes() for path in files.checkpoints.rglob("*") if path.is_file()} == before

@@ -210,3 +210,32 @@ def test_a_key_given_twice_is_an_error_naming_it_and_its_lines(tmp_path):
 def test_first_line_of_an_error_is_its_message_or_its_type():
     assert first_line(ValueError("bad value\n  at line 2")) == "bad value"
     assert first_line(ConnectionError()) == "ConnectionError"
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("train:\n  run_name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ScoreError, match=f"^{path}: not UTF-8 text") as error:
+        load_config(path)
+    assert "\n" not in str(error.value)
+
+
+# Nine lists of ten, each of the one before: 10**9 strings once expanded, a few hundred bytes as written. A string
+# field's error message would print the value whole.
+BOMB = ["&a [x, x, x, x, x, x, x, x, x, x]"] + [
+    f"&{b} [{', '.join([f'*{a}'] * 10)}]" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+]
+
+
+@pytest.mark.parametrize("where", ["file", "override"])
+def test_a_yaml_alias_bomb_is_refused_before_it_is_expanded(tmp_path, where):
+    path = tmp_path / "bomb.yaml"
+    if where == "file":
+        path.write_text("train:\n  run_name:\n" + "".join(f"    - {item}\n" for item in BOMB))
+        overrides = []
+    else:
+        path.write_text("train:\n  run_name: fine\n")
+        overrides = [f"train.run_name=[{', '.join(BOMB)}]"]
+    with pytest.raises(ScoreError, match="alias") as error:
+        load_config(path, overrides)
+    assert len(str(error.value)) < 300 and "\n" not in str(error.value)

@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from score import evaluate as ev
+from score import locks
 from score.config import REPO_ROOT, ScoreError, load_config
 from score.data import Problem
 from transformers import AutoModelForCausalLM
@@ -319,3 +321,36 @@ def test_a_code_attempts_line_keeps_the_judges_outcome():
     assert [a["outcome"] for a in record["attempts"]] == ["failed (AssertionError at tests line 1)", "passed"]
     math = Problem("m", "1+1?", "", "2", "Algebra", 1)
     assert "outcome" not in generation_record(math, rollout, 0)["attempts"][0]
+
+
+def test_a_full_disk_is_one_line_and_the_evaluation_resumes_once_there_is_space(
+    tmp_path, tiny_model_dir, sample_jsonl, monkeypatch
+):
+    cfg = eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.batch_size=2")
+    root = tmp_path / "runs" / "base-model" / "eval"
+
+    class FullDisk:  # os for the lock file: every write fails as on a full disk
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def write(self, fd, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(locks, "os", FullDisk())
+        with pytest.raises(ScoreError, match=f"^cannot write to {root}: No space left on device$"):
+            ev.evaluate(cfg)
+
+    real_open = Path.open
+
+    def full_disk(path, mode="r", *args, **kwargs):  # appending to generations.jsonl fills the disk
+        if path.name == "generations.jsonl" and mode == "a":
+            return real_open(Path("/dev/full"), "a")
+        return real_open(path, mode, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "open", full_disk)
+        with pytest.raises(ScoreError, match=f"^cannot write to {root / 'math_k2'}: No space left on device$"):
+            ev.evaluate(cfg)
+    assert ev.evaluate(cfg) == root / "math_k2"  # space again: it carries on
+    assert len(ev.read_generations(root / "math_k2" / "generations.jsonl")) == 6

@@ -1,4 +1,5 @@
 import json
+import signal
 import subprocess
 import sys
 
@@ -45,21 +46,47 @@ POOL_RUNS = {  # 80 evaluation problems, or 8 problems x 8 samples: both graded 
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("task", POOL_RUNS)
-def test_grading_in_a_pool_exits_and_leaves_no_process(task, tmp_path, tiny_model_dir, run_counting_leftovers):
+def pool_command(task: str, tmp_path, model, problems: int = 80, *settings: str) -> list[str]:
+    """main.py running `task` on `problems` problems whose answers the grader pool of 2 workers must check."""
     rows = [
         {"problem": f"What is {k} + {k}?", "answer": "\\sqrt{2}", "subject": "Algebra", "level": 1, "unique_id": str(k)}
-        for k in range(80)
+        for k in range(problems)
     ]
     source = tmp_path / "problems.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     overrides = [
-        f"model.name={tiny_model_dir}", f"eval.model={tiny_model_dir}", f"data.source={source}",
-        f"eval.source={source}", f"train.output_dir={tmp_path}", "grader.workers=2", *POOL_RUNS[task],
+        f"model.name={model}", f"eval.model={model}", f"data.source={source}", f"eval.source={source}",
+        f"train.output_dir={tmp_path}", "grader.workers=2", *POOL_RUNS[task], *settings,
     ]  # fmt: skip
     command = [sys.executable, MAIN, "--task", task, "--config", "configs/tiny.yaml"]
-    out, left = run_counting_leftovers(command + [a for o in overrides for a in ("--set", o)], timeout=300)
+    return command + [a for o in overrides for a in ("--set", o)]
+
+
+@pytest.mark.parametrize("task", POOL_RUNS)
+def test_grading_in_a_pool_exits_and_leaves_no_process(task, tmp_path, tiny_model_dir, run_counting_leftovers):
+    out, left = run_counting_leftovers(pool_command(task, tmp_path, tiny_model_dir), timeout=300)
     assert out.returncode == 0, out.stderr
+    assert left == []
+
+
+def test_sigterm_to_an_evaluation_grading_in_a_pool_is_one_line_and_leaves_nothing(
+    tmp_path, tiny_model_dir, run_counting_leftovers
+):
+    # Five batches of 80: the signal comes once the pool's forkserver and its 2 workers run, with batches to do.
+    command = pool_command("evaluate", tmp_path, tiny_model_dir, 400)
+    out, left = run_counting_leftovers(command, timeout=300, stop=(signal.SIGTERM, "multiprocessing.forkserver", 3))
+    assert out.returncode == 128 + signal.SIGTERM, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "stopped by SIGTERM" and "Traceback" not in out.stderr, out.stderr
+    assert left == []
+    written = next(tmp_path.glob("base-*/eval/*/generations.jsonl"))
+    assert len(written.read_text().splitlines()) < 400  # stopped before its end
+
+
+def test_a_training_killed_with_its_grading_pool_up_leaves_nothing(tmp_path, tiny_model_dir, run_counting_leftovers):
+    # SIGKILL runs no clean-up in the training process: its pool's workers must notice that it is gone.
+    command = pool_command("train", tmp_path, tiny_model_dir, 80, "train.stage1_steps=20")
+    out, left = run_counting_leftovers(command, timeout=300, stop=(signal.SIGKILL, "multiprocessing.forkserver", 3))
+    assert out.returncode == -signal.SIGKILL, out.stderr
     assert left == []
 
 

@@ -316,6 +316,17 @@ def test_nonfinite_losses_stop_the_run_keeping_the_checkpoint(tmp_path, tiny_mod
     assert [r.get("skipped") for r in metrics(run)] == [None, None, "non-finite loss", "non-finite loss"]
 
 
+def test_an_update_that_blows_the_weights_up_stops_the_run_before_sampling_with_them(
+    tmp_path, tiny_model_dir, sample_jsonl
+):
+    # Finite loss and gradients, but lr 1e8 moves every weight by about 1e8: the next sampling got NaN probabilities.
+    cfg = tiny_config(tmp_path, tiny_model_dir, sample_jsonl, "train.lr=1e8", "train.save_every=1")
+    with pytest.raises(ScoreError, match=r"^step 1: the update took .* \(train.lr=1e\+08\); lower train.lr$") as error:
+        train(cfg, lambda texts, problems: [float(k % 2) for k in range(len(texts))])
+    assert "\n" not in str(error.value)
+    assert RunFiles(tmp_path / "runs" / "tiny").finished_checkpoints() == []  # the broken weights are not kept
+
+
 def test_infinite_gradient_norm_skips_the_step_not_its_saves(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch):
     # A finite loss whose gradient is infinite at step 2 only: the step is skipped (AdamW would write NaN), and
     # the step-2 checkpoint and the Stage I end model due at step 2 are still saved.

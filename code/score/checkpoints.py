@@ -245,11 +245,26 @@ def writing(folder: Path):
     that torch.distributed.checkpoint wraps, ends the run with one line naming the folder."""
     try:
         yield
-    except (OSError, CheckpointException) as error:
-        cause = next((failure for failure in failures(error) if isinstance(failure, OSError)), None)
-        if cause is None:
+    except (OSError, RuntimeError, CheckpointException) as error:
+        problem = next(filter(None, map(write_failure, failures(error))), None)
+        if problem is None:
             raise
-        raise ScoreError(f"cannot write to {folder}: {cause.strerror or cause}") from error
+        raise ScoreError(f"cannot write to {folder}: {problem}") from error
+
+
+# How torch's own file writer (torch.save to a path, torch.distributed.checkpoint) reports a failed write: a
+# RuntimeError without an errno, "[enforce fail at inline_container.cc] . unexpected pos 704 vs 598" on a full disk,
+# then "basic_ios::clear: iostream error" while it closes the file.
+TORCH_WRITE_FAILURES = ("unexpected pos", "file write failed", "iostream error")
+
+
+def write_failure(error: BaseException | None) -> str | None:
+    """What went wrong when `error` (or the error it was raised while handling) is a failed write, else None."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    if isinstance(error, RuntimeError) and any(text in str(error) for text in TORCH_WRITE_FAILURES):
+        return "a file could not be written whole (is the disk full?)"
+    return write_failure(error.__context__) if error is not None else None
 
 
 def save_atomically(target: Path, write) -> None:
@@ -257,7 +272,11 @@ def save_atomically(target: Path, write) -> None:
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:  # a full disk: free what was written
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = target.with_name(target.name + ".old")
     if target.exists():
         target.rename(old)
@@ -297,12 +316,23 @@ def quiet_single_process():
         yield
 
 
+@contextmanager
+def removed_on_error(tmp: Path, main_process: bool):
+    """A checkpoint that could not be written whole (a full disk) leaves nothing behind to fill the disk further."""
+    try:
+        yield
+    except BaseException:
+        if main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def save_checkpoint(accelerator: Accelerator, files: RunFiles, policy, optimizer, scheduler, step: int, stage: int,
                     keep: int) -> None:  # fmt: skip
     """step_<step>/: policy and optimizer (sharded as they are held), scheduler, every process's RNG state."""
-    with writing(files.checkpoints):
-        target = files.checkpoints / f"step_{step}"
-        tmp = target.with_name(target.name + ".tmp")
+    target = files.checkpoints / f"step_{step}"
+    tmp = target.with_name(target.name + ".tmp")
+    with writing(files.checkpoints), removed_on_error(tmp, accelerator.is_main_process):
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)

@@ -669,6 +669,24 @@ def check_lora(model: ModelConfig, origin: str) -> None:
         )
 
 
+MAX_YAML_NODES = 10_000  # a config holds a few hundred values; YAML aliases can stand for billions (a "bomb")
+
+
+def check_size(node: yaml.Node | None, where: str) -> None:
+    """Refuse a YAML document whose values, with every alias written out, would number more than MAX_YAML_NODES,
+    before any value is built (a few aliases of aliases expand to more than memory holds)."""
+    budget, todo = MAX_YAML_NODES, [node] if node is not None else []
+    while todo:
+        budget -= 1
+        if budget < 0:
+            raise ScoreError(f"{where}: more than {MAX_YAML_NODES} values once its YAML aliases are expanded")
+        current = todo.pop()
+        if isinstance(current, yaml.SequenceNode):
+            todo.extend(current.value)
+        elif isinstance(current, yaml.MappingNode):
+            todo.extend(part for pair in current.value for part in pair)
+
+
 def parse_override(text: str) -> tuple[str, str, yaml.Node]:
     """'train.lr=1e-5' -> ('train', 'lr', the YAML node of 1e-5); the value is read as YAML (lists: [a,b])."""
     name, sep, raw = text.partition("=")
@@ -679,6 +697,7 @@ def parse_override(text: str) -> tuple[str, str, yaml.Node]:
         node = yaml.compose(raw, Loader=yaml.SafeLoader) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ScoreError(f"--set {text!r}: cannot read value ({first_line(e)})") from None
+    check_size(node, f"--set {name.strip()}")
     return section, key, node or yaml.ScalarNode(STR_TAG, "")
 
 
@@ -692,9 +711,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         if not path.is_file():
             raise ScoreError(f"config file not found: {path}")
         try:
-            root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
+            root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        except UnicodeDecodeError as e:
+            raise ScoreError(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
         except yaml.YAMLError as e:
             raise ScoreError(f"{path}: not valid YAML ({first_line(e)})") from None
+        check_size(root, str(path))
         if root is not None and not isinstance(root, yaml.MappingNode):
             raise ScoreError(f"{path}: expected a mapping of sections")
         for section, values in (_mapping(root, str(path)) if root else {}).items():

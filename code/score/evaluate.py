@@ -20,6 +20,7 @@ import torch
 from accelerate import PartialState
 from transformers import AutoConfig, AutoTokenizer
 
+from score.checkpoints import writing
 from score.config import Config, ScoreError, resolve_path
 from score.data import MissingSplit, Problem, load_math
 from score.diagnostics import two_attempt_diagnostics
@@ -371,7 +372,8 @@ def evaluate(cfg: Config) -> Path:
     greedy = cfg.eval.temperature == 0
     name = cfg.eval.name or f"{stem}_k{cfg.eval.attempts}" + ("" if greedy else f"_t{cfg.eval.temperature:g}")
     out = eval_root / name
-    hold_folder(eval_root / f".{name}.lock", "eval.name", main)  # beside: a stale evaluation is moved aside
+    with writing(eval_root):
+        hold_folder(eval_root / f".{name}.lock", "eval.name", main)  # beside: a stale evaluation is moved aside
     dtype = evaluation_dtype(accelerator.device)
     (files_sha256,) = gather_objects([model_files_sha256(model_path)] if main else [])  # read once, by one process
     fingerprint = settings_fingerprint(cfg, model_path, files_sha256, dtype, problems)
@@ -388,11 +390,12 @@ def evaluate(cfg: Config) -> Path:
     done = read_generations(generations)
     accelerator.wait_for_everyone()  # every process has read the files before the main process writes
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        settings.write_text(json.dumps(fingerprint, indent=2))
-        text = generations.read_text() if generations.exists() else ""
-        if not text.endswith("\n"):  # drop a last line cut short by an interruption before appending
-            generations.write_text(text[: text.rfind("\n") + 1])
+        with writing(out):
+            out.mkdir(parents=True, exist_ok=True)
+            settings.write_text(json.dumps(fingerprint, indent=2))
+            text = generations.read_text() if generations.exists() else ""
+            if not text.endswith("\n"):  # drop a last line cut short by an interruption before appending
+                generations.write_text(text[: text.rfind("\n") + 1])
 
     todo = [p for p in problems if p.id not in done]
     model = ModelOnDemand(cfg, model_path, accelerator.device, dtype, tokenizer)
@@ -400,6 +403,7 @@ def evaluate(cfg: Config) -> Path:
         if main:
             print(f"evaluating {model_path} on {len(todo)} problems ({len(done)} already done) -> {out}")
         with (
+            writing(out),  # a full disk: one line; the run resumes from the whole lines once there is space
             progress(total=len(problems), initial=len(done), desc="evaluate", disable=not main) as bar,
             generations.open("a") if main else nullcontext() as f,
         ):
@@ -424,14 +428,15 @@ def evaluate(cfg: Config) -> Path:
     if cfg.eval.samples > 1:
         metrics["sampled"] = evaluate_sampled(cfg, model, problems, out)
         plot_scaling(metrics["sampled"], out / "scaling.png")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     label = f"{model_path.parent.name}/{model_path.name}"
     compare = [compare_row(resolve_path(d)) for d in cfg.eval.compare]
-    (out / "results.md").write_text(results_markdown(label, metrics, compare))
-    plot_accuracy(metrics, out / "accuracy.png")
-    run_metrics = eval_root.parent / "metrics.jsonl"
-    if run_metrics.exists():
-        plot_training(run_metrics, out / "training.png")
+    with writing(out):
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (out / "results.md").write_text(results_markdown(label, metrics, compare))
+        plot_accuracy(metrics, out / "accuracy.png")
+        run_metrics = eval_root.parent / "metrics.jsonl"
+        if run_metrics.exists():
+            plot_training(run_metrics, out / "training.png")
     model.close()
     print(results_table(compare + [(label, metrics)]))
     if "sampled" in metrics:
@@ -477,6 +482,7 @@ def evaluate_sampled(cfg: Config, model: ModelOnDemand, problems: list[Problem],
     todo = [p for p in problems if p.id not in done]
     per_batch = max(1, cfg.eval.batch_size // n)
     with (
+        writing(out),
         progress(total=len(problems), initial=len(problems) - len(todo), desc=f"sample x{n}") as bar,
         path.open("a") as f,
     ):

@@ -31,8 +31,12 @@ def take_lock(lock_file: Path) -> None:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
         os.close(fd)
         raise ScoreError(f"{lock_file} is held by another running process (pid {holder})") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:  # a full disk: let go of the lock with the error
+        os.close(fd)
+        raise
     _HELD[lock_file] = fd
 
 

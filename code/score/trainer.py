@@ -413,6 +413,29 @@ def gradient_norm(run: Run) -> float:
     return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
 
 
+MAX_WEIGHT_GROWTH = 2.0  # one step that doubles the trained weights' norm has broken the model, not trained it
+
+
+def weight_norm(run: Run) -> float:
+    """The norm of the trained parameters (all processes' shards)."""
+    from torch.distributed.tensor import DTensor
+
+    norm = torch.nn.utils.get_total_norm([p.detach() for p in run.policy.parameters() if p.requires_grad])
+    return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+
+
+def check_update(run: Run, step: int, before: float, after: float) -> None:
+    """A finite loss and gradient can still give an update that blows the weights up (train.lr far too high):
+    stop before the next rollout samples from them (NaN probabilities) or a checkpoint keeps them."""
+    if not after <= MAX_WEIGHT_GROWTH * before:  # also when `after` is inf or NaN
+        saved = run.files.finished_checkpoints()
+        kept = f"; {saved[-1]} holds the last good weights" if saved else ""
+        raise ScoreError(
+            f"step {step + 1}: the update took the trained weights' norm from {before:.3g} to {after:.3g} "
+            f"(train.lr={run.cfg.train.lr:g}); lower train.lr{kept}"
+        )
+
+
 def save_due(run: Run, done: int, stage: int) -> None:
     """The checkpoint and stage-end model due after `done` steps (whether or not the last step was skipped)."""
     t, schedule = run.cfg.train, run.schedule
@@ -471,7 +494,9 @@ def loop(run: Run, reward_fn: RewardFn | None, stop: StopRequests) -> None:
         loss, grad_norm = sums[0].item(), gradient_norm(run)
         if math.isfinite(loss) and math.isfinite(grad_norm):
             failures = 0
+            before = weight_norm(run)
             run.optimizer.step()
+            check_update(run, step, before, weight_norm(run))
             run.scheduler.step()
             if run.engine is not None:  # the next rollout samples the updated policy
                 sync_engine(run)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import util
+from multiprocessing.connection import wait
 
 from score.grader.compare import is_equivalent
 from score.grader.extract import extract_answer
@@ -28,7 +30,7 @@ _POOL_LOCK = threading.Lock()
 _POOL_WORKERS = 0
 
 
-def _pool_init() -> None:
+def _pool_init(parent_temp_dir: str) -> None:
     # Ctrl-C and Slurm's stop signals (sent to every process of a job step) are the training process's to
     # handle: it finishes the step, which still needs these workers, then checkpoints.
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
@@ -36,6 +38,19 @@ def _pool_init() -> None:
     # The sympy helpers a worker starts inherit the ignored SIGTERM, and multiprocessing ends a process by
     # sending its children SIGTERM and joining them: it would wait forever. Kill them (SIGKILL) before that.
     util.Finalize(None, close_helpers, exitpriority=100)
+    threading.Thread(target=_end_with_parent, args=(parent_temp_dir,), daemon=True).start()
+
+
+def _end_with_parent(parent_temp_dir: str) -> None:
+    """End this worker once the process that started the pool is gone (even by SIGKILL, which runs none of its
+    clean-up): the worker waits on it for work and ignores stop signals, so it would outlive it for good, and with
+    it the forkserver and resource tracker, which wait for every worker. The parent's multiprocessing folder
+    (/tmp/pymp-*) is removed here, since the parent can no longer remove it."""
+    wait([mp.parent_process().sentinel])  # the end of a pipe the parent holds: ready once the parent is gone
+    for child in mp.active_children():  # its sympy helpers, idle or busy
+        child.kill()
+    shutil.rmtree(parent_temp_dir, ignore_errors=True)
+    os._exit(1)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
@@ -51,7 +66,9 @@ def _pool(workers: int) -> ProcessPoolExecutor:
                 ctx.set_forkserver_preload([__name__])
             else:
                 ctx = mp.get_context("spawn")
-            _POOL = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pool_init)
+            _POOL = ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_pool_init, initargs=(util.get_temp_dir(),)
+            )
             _POOL_WORKERS = workers
         return _POOL
 
@@ -73,9 +90,15 @@ def rewards(
     if workers <= 1 or len(solutions) < MIN_POOL_BATCH:
         return [reward(s, g, timeout, extraction) for s, g in zip(solutions, golds, strict=True)]
     chunk = -(-len(solutions) // (4 * workers))
+    pool, n = _pool(workers), len(solutions)
     try:
-        n = len(solutions)
-        return list(_pool(workers).map(reward, solutions, golds, [timeout] * n, [extraction] * n, chunksize=chunk))
+        return list(pool.map(reward, solutions, golds, [timeout] * n, [extraction] * n, chunksize=chunk))
     except BrokenProcessPool:
         _POOL = None  # a worker died (killed, out of memory): grade here and start a fresh pool next time
         return [reward(s, g, timeout, extraction) for s, g in zip(solutions, golds, strict=True)]
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM): drop the chunks not yet started, or the exit would wait for all of them,
+        # and wait for the workers to end (those still starting need this process's semaphores to read their task).
+        pool.shutdown(wait=True, cancel_futures=True)
+        _POOL = None
+        raise
