@@ -12,6 +12,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import util
 from multiprocessing.connection import wait
 
+from score.code.pool import usable_cores
 from score.grader.compare import is_equivalent
 from score.grader.extract import extract_answer
 from score.grader.symbolic import close_helpers
@@ -71,11 +72,6 @@ def _pool(workers: int) -> ProcessPoolExecutor:
             )
             _POOL_WORKERS = workers
         return _POOL
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may use: what `workers` 0 means for the answer checker's and the sandbox's pools."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def rewards(
