@@ -91,9 +91,11 @@ class Yes(metaclass=Meta):
         return False
     def __bool__(self):
         return True
+    def __iter__(self):
+        return iter(())
     __hash__ = object.__hash__
 def anything(*args, **kwargs):
-    return Yes()
+    return Yes()  # its type equals list (Meta.__eq__) and it iterates as empty: the old check took it as plain data
 """
 
 
@@ -129,24 +131,31 @@ def test_a_gc_callback_cannot_swap_a_checked_value():
 
 
 def test_the_tests_see_only_their_own_builtins_and_helpers():
-    """A program that redefines builtins, a module name or the preamble's helpers changes its own world only."""
-    tests = "import math\nassert abs(half(4) - 2) < 1e-9\nassert len(set(sorted([half(2)]))) == 1\n"
+    """A program that redefines builtins, a name the preamble imports (math) or the preamble's helpers changes its
+    own world only."""
+    tests = "assert abs(half(4) - 2) < 1e-9\nassert len(set(sorted([half(2)]))) == 1\n"
     tests += "assert all([half(6) == 3])\nassert math.isclose(half(3), 1.5)\n"
-    assert judge("def half(x):\n    return x / 2\n", tests).passed
+    assert judge("def half(x):\n    return x / 2\n", tests, preamble="import math\n").passed
     cheat = "import builtins\nabs = lambda x: 0\nlen = lambda x: 1\nall = lambda x: True\nbuiltins.abs = abs\n"
     cheat += "class math:\n    isclose = staticmethod(lambda *a, **k: True)\ndef half(x):\n    return 0\n"
-    assert not judge(cheat, tests).passed
+    assert not judge(cheat, tests, preamble="import math\n").passed
     humaneval = {p.id: p for p in load_math(HUMANEVAL, split="test")}["HumanEval/32"]  # find_zero, tested via poly
     liar = "def poly(xs, x):\n    return 0\ndef find_zero(xs):\n    return 0.0\n"
     assert not judge(liar, humaneval.tests, 5.0, humaneval.preamble).passed
     assert judge(humaneval.solution, humaneval.tests, 5.0, humaneval.preamble).passed
 
 
-def test_tests_that_catch_assertion_errors_still_fail_a_liar():
-    tests = "try:\n    assert square(1) == 2\n    failed = False\nexcept AssertionError:\n    failed = True\n"
-    tests += "assert not failed\n"
-    assert not judge(LIARS["__eq__ always True"], tests).passed
-    assert judge("def square(x):\n    return 2\n", tests).passed
+def test_tests_that_catch_assertion_errors_treat_a_liar_as_any_wrong_answer():
+    """A test that swallows its AssertionError passes every answer, as in plain Python: a liar gets what an honest
+    wrong answer gets, no more (the old strict check raised before counting, so only the liar passed)."""
+    swallowing = "try:\n    assert square(1) == 2\nexcept AssertionError:\n    pass\n"
+    honest_wrong = "def square(x):\n    return 5\n"
+    assert judge(LIARS["__eq__ always True"], swallowing).passed == judge(honest_wrong, swallowing).passed
+    flagging = "try:\n    assert square(1) == 2\n    failed = False\nexcept AssertionError:\n    failed = True\n"
+    flagging += "assert not failed\n"
+    assert not judge(LIARS["__eq__ always True"], flagging).passed
+    assert not judge(LIARS["a class whose metaclass equals everything"], flagging).passed
+    assert judge("def square(x):\n    return 2\n", flagging).passed
 
 
 def test_one_program_does_not_break_the_reward_for_the_rest(tmp_path):
