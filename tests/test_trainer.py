@@ -268,6 +268,9 @@ def test_training_guards_are_clear_errors(tmp_path, tiny_model_dir, sample_jsonl
         train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, "train.eval_every=1", "eval.max_new_tokens=5000"))
     with pytest.raises(ScoreError, match="eval_problems=1000"):
         train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, "train.eval_every=1", "train.eval_problems=1000"))
+    for setting in ("train.batch_size=1000000000000", "rollout.samples_per_prompt=100000000"):
+        with pytest.raises(ScoreError, match=r"^train.batch_size=\d+ x rollout.samples_per_prompt=\d+ = .* GiB"):
+            train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, setting))
     assert not (tmp_path / "runs" / "tiny" / "metrics.jsonl").exists()
 
 

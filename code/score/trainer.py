@@ -42,7 +42,7 @@ from score.data import Problem, training_problems
 from score.domains import problem_rewards
 from score.engines import Engine, open_engine, resolve_engine_name, resolve_tis_cap
 from score.evaluate import plot_training
-from score.guards import check_context, check_sampling
+from score.guards import check_context, check_sampling, check_step_size
 from score.locks import hold_folder
 from score.logs import MetricsLogger, step_record
 from score.models import (
@@ -216,6 +216,7 @@ def start_run(cfg: Config) -> Run:
         reference = load_model(model_path, cfg.model, reference_dtype).to(accelerator.device).eval()
         reference.requires_grad_(False)
     check_context(tokenizer, policy.config, problems + heldout, cfg, evaluating=bool(heldout))
+    check_step_size(tokenizer, problems, cfg)
     schedule = stage_schedule(cfg)
     if sharded:
         policy = shard_policy(policy.to(accelerator.device))
