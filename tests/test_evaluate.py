@@ -327,3 +327,40 @@ def test_a_full_disk_is_one_line_and_the_evaluation_resumes_once_there_is_space(
             ev.evaluate(cfg)
     assert ev.evaluate(cfg) == root / "math_k2"  # space again: it carries on
     assert len(ev.read_generations(root / "math_k2" / "generations.jsonl")) == 6
+
+
+def test_the_progress_bar_shows_the_running_accuracy(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch):
+    def records(accelerator, model, todo, cfg):  # the first batch right at t1, the second wrong
+        for start, right in ((0, True), (2, False)):
+            attempts = [{"text": "x", "answer": None, "correct": right, "truncated": False}] * 2
+            yield [{"id": p.id, "subject": p.subject, "level": p.level, "gold": p.answer, "attempts": attempts}
+                   for p in todo[start : start + 2]]  # fmt: skip
+
+    shown = []
+
+    class Bar:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def set_postfix(self, refresh, **values):
+            shown.append(values["acc_t1"])
+
+        def update(self, n):
+            pass
+
+    monkeypatch.setattr(ev, "shared_records", records)
+    monkeypatch.setattr(ev, "progress", lambda **kwargs: Bar())
+    ev.evaluate(eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.batch_size=2", "eval.max_problems=4"))
+    assert shown == ["1.000", "0.500"]  # 2 of the 4 so far, not the last batch's 0 of 2
+
+
+def test_no_test_problems_names_the_filters_only_when_set(tmp_path, tiny_model_dir, sample_jsonl):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ScoreError, match=rf"^no test problems in {empty}$"):
+        ev.evaluate(eval_config(tmp_path, tiny_model_dir, empty))
+    with pytest.raises(ScoreError, match="after the data.subjects/data.levels filters$"):
+        ev.evaluate(eval_config(tmp_path, tiny_model_dir, sample_jsonl, "data.subjects=[Prealgebra]", "data.levels=[5]"))

@@ -275,7 +275,8 @@ def load_test_problems(cfg: Config) -> tuple[list[Problem], str]:
             "set eval.source to the test problems"
         ) from None
     if not problems:
-        raise ScoreError(f"no test problems in {source} after the subject/level filters")
+        filters = " after the data.subjects/data.levels filters" if cfg.data.subjects or cfg.data.levels else ""
+        raise ScoreError(f"no test problems in {source}{filters}")
     stem = Path(source).stem if Path(source).suffix else f"{Path(source).name}_{cfg.data.scheme}_test"
     return problems, stem
 
@@ -425,8 +426,8 @@ def evaluate(cfg: Config) -> Path:
                 if main:
                     f.writelines(json.dumps(record) + "\n" for record in batch)
                     f.flush()
-                    correct = sum(r["attempts"][0]["correct"] for r in batch)
-                    bar.set_postfix(acc_t1=f"{correct / max(1, len(batch)):.3f}", refresh=False)
+                    correct = sum(r["attempts"][0]["correct"] for r in done.values())  # so far, not this batch's
+                    bar.set_postfix(acc_t1=f"{correct / len(done):.3f}", refresh=False)
                     bar.update(len(batch))
     if not main:
         model.close()
