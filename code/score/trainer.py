@@ -210,6 +210,11 @@ def start_run(cfg: Config) -> Run:
     disable_dropout(policy)
     policy.train()
     lora = cfg.model.lora_rank > 0
+    width = policy.config.hidden_size
+    if cfg.model.lora_rank > width:  # rank past the width adds weights (and minutes per step), not directions
+        raise ScoreError(
+            f"model.lora_rank={cfg.model.lora_rank} is larger than the model's width ({width}); use at most {width}"
+        )
     if lora:  # the reference is the policy with its adapters off (AdaptersOff, below)
         policy = add_lora(policy, cfg.model, seed=t.seed)
     else:
@@ -218,6 +223,9 @@ def start_run(cfg: Config) -> Run:
     check_context(tokenizer, policy.config, problems + heldout, cfg, evaluating=bool(heldout))
     check_step_size(tokenizer, problems, cfg)
     schedule = stage_schedule(cfg)
+    if t.warmup_steps >= len(schedule) and accelerator.is_main_process:
+        print(f"warning: train.warmup_steps={t.warmup_steps} is not shorter than the run's {len(schedule)} steps: "
+              f"the learning rate never reaches train.lr={t.lr:g}")  # fmt: skip
     if sharded:
         policy = shard_policy(policy.to(accelerator.device))
         if not lora:
