@@ -59,11 +59,12 @@ def test_a_longer_schedule_keeps_the_past_learning_rates_or_is_refused():
 def test_resume_of_a_missing_run_says_so_and_starts_fresh(tmp_path, capsys):
     files = RunFiles(tmp_path / "nothing")
     assert check_resume(files, tiny("train.resume=true"), main_process=True) is None
-    assert capsys.readouterr().out == f"train.resume=true, but {files.root} holds no run yet: training from scratch\n"
+    # Not "train.resume=true, but": an experiment sets it for its runs, unseen by its user.
+    assert capsys.readouterr().out == f"nothing to resume: {files.root} holds no run yet; training from scratch\n"
     files.root.mkdir()
     tiny().save(files.config)  # started, stopped before its first checkpoint
     assert check_resume(files, tiny("train.resume=true"), main_process=True) is None
-    assert "holds no checkpoint yet: training from scratch" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith(f"nothing to resume: {files.checkpoints} holds no checkpoint yet;")
 
 
 def test_a_run_without_its_config_is_neither_resumed_nor_overwritten(tmp_path):

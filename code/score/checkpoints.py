@@ -198,8 +198,8 @@ def check_resume(files: RunFiles, cfg: Config, main_process: bool) -> Path | Non
                 f"cannot resume {files.root}: its config.yaml is missing, so the settings it was trained with are "
                 "unknown; restore the file or choose another train.run_name"
             )
-        if main_process:
-            print(f"train.resume=true, but {files.root} holds no run yet: training from scratch")
+        if main_process:  # no "train.resume=true, but": an experiment sets it for its runs, unseen by its user
+            print(f"nothing to resume: {files.root} holds no run yet; training from scratch")
         return None
     differ = changed_settings(load_config(files.config), cfg)
     if differ:
@@ -209,7 +209,7 @@ def check_resume(files: RunFiles, cfg: Config, main_process: bool) -> Path | Non
         )
     checkpoint = newest_intact_checkpoint(files, main_process)
     if checkpoint is None and main_process:
-        print(f"train.resume=true, but {files.checkpoints} holds no checkpoint yet: training from scratch")
+        print(f"nothing to resume: {files.checkpoints} holds no checkpoint yet; training from scratch")
     return checkpoint
 
 
