@@ -278,18 +278,25 @@ def test_two_processes_split_the_problems_and_match_one(tmp_path, tiny_model_dir
 
 
 def test_a_run_inside_an_experiment_keeps_its_own_evaluations(tmp_path):
-    # saved_models/<experiment>/<run>/final and .../stage_ends/<stage> evaluate into <run>/eval, not <experiment>/eval
+    # saved_models/<experiment>/<run>/final evaluates into <run>/eval, not <experiment>/eval; a stage-end model into
+    # a folder of its own there (the default evaluation name would be the final model's)
     output = tmp_path / "runs"
     for run in ("exp/score_seed0", "exp/score_seed1", "plain"):
         (output / run).mkdir(parents=True)
         (output / run / "metrics.jsonl").write_text("")
-    for model in ("exp/score_seed0/final", "exp/score_seed1/stage_ends/round1_stage1", "plain/final"):
+    for model in (
+        "exp/score_seed0/final",
+        "exp/score_seed1/final",
+        "exp/score_seed1/stage_ends/round1_stage1",
+        "plain/final",
+    ):
         (output / model).mkdir(parents=True)
         (output / model / "config.json").write_text("{}")
     cfg = load_config(None, [f"train.output_dir={output}"])
     for model, root in (
         ("exp/score_seed0/final", "exp/score_seed0/eval"),
-        ("exp/score_seed1/stage_ends/round1_stage1", "exp/score_seed1/eval"),
+        ("exp/score_seed1/final", "exp/score_seed1/eval"),
+        ("exp/score_seed1/stage_ends/round1_stage1", "exp/score_seed1/eval/stage_ends-round1_stage1"),  # apart
         ("plain/final", "plain/eval"),
     ):
         cfg.eval.model = str(output / model)
@@ -363,4 +370,6 @@ def test_no_test_problems_names_the_filters_only_when_set(tmp_path, tiny_model_d
     with pytest.raises(ScoreError, match=rf"^no test problems in {empty}$"):
         ev.evaluate(eval_config(tmp_path, tiny_model_dir, empty))
     with pytest.raises(ScoreError, match="after the data.subjects/data.levels filters$"):
-        ev.evaluate(eval_config(tmp_path, tiny_model_dir, sample_jsonl, "data.subjects=[Prealgebra]", "data.levels=[5]"))
+        ev.evaluate(
+            eval_config(tmp_path, tiny_model_dir, sample_jsonl, "data.subjects=[Prealgebra]", "data.levels=[5]")
+        )

@@ -250,6 +250,9 @@ def choose_model(cfg: Config) -> tuple[Path, Path]:
         # the run that holds the model (<run>/final, <run>/stage_ends/...), also inside an experiment folder
         runs = [folder for folder in model.parents if folder.is_relative_to(output) and folder != output]
         run = next((folder for folder in runs if (folder / "metrics.jsonl").is_file()), runs[-1] if runs else model)
+        inside = model.relative_to(run).parts
+        if inside and inside != ("final",):  # a stage-end model: its own folder, not the final model's evaluations
+            return model, run / "eval" / "-".join(inside)
         return model, run / "eval"
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model.name)
     return model, output / f"base-{slug}" / "eval"
