@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 from accelerate import Accelerator
+from score import engines
 from score.checkpoints import (
     RunFiles,
     changed_settings,
@@ -210,3 +211,13 @@ def test_a_disk_full_mid_checkpoint_is_one_line_leaves_no_tmp_and_keeps_the_olde
     assert "\n" not in str(error.value)
     assert sorted(p.name for p in files.checkpoints.iterdir()) == ["step_1", "step_2"]  # no step_3.tmp
     assert {path: path.read_bytes() for path in files.checkpoints.rglob("*") if path.is_file()} == before
+
+
+def test_resume_takes_the_engine_auto_resolved_to_by_its_name(monkeypatch):
+    # Without vLLM, auto is hf: naming it is no change of engine (vllm would be).
+    monkeypatch.setattr(engines, "vllm_available", lambda: False)
+    assert changed_settings(tiny("rollout.engine=auto"), tiny("rollout.engine=hf")) == []
+    assert changed_settings(tiny("rollout.engine=hf"), tiny("rollout.engine=auto")) == []
+    assert changed_settings(tiny("rollout.engine=hf"), tiny("rollout.engine=vllm")) == [
+        "rollout.engine ('hf' -> 'vllm')"
+    ]

@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from score.config import SUPERVISED_ROWS, Config, ScoreError, load_config
+from score.engines import resolve_engine_name
 
 # Settings that cannot change what a run computes: where and how often it logs and saves, how it is
 # evaluated, downloads, experiments, grader parallelism. A resumed run may change these freely.
@@ -115,6 +116,9 @@ def changed_settings(saved: Config, new: Config) -> list[str]:
 
     old, now = flat_settings(saved), flat_settings(new)
     differ = [name for name in result_settings(new) if old.get(name) != now[name]]
+    engines = {old.get("rollout.engine"), now["rollout.engine"]}
+    if "auto" in engines and len(engines) == 2 and resolve_engine_name("auto") in engines:
+        differ.remove("rollout.engine")  # auto is, on this machine, the engine named now (or before)
     if heldout_split(saved) != heldout_split(new):
         differ += [name for name in ("train.eval_every", "train.eval_problems") if old[name] != now[name]]
     a, b = stage_schedule(saved), stage_schedule(new)
