@@ -270,6 +270,7 @@ def test_training_guards_are_clear_errors(tmp_path, tiny_model_dir, sample_jsonl
         train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, "train.eval_every=1", "train.eval_problems=1000"))
     with pytest.raises(ScoreError, match=r"^model.lora_rank=100000 is larger than the model's width \(\d+\)"):
         train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, "model.lora_rank=100000"))
+    assert not (tmp_path / "runs" / "tiny").exists()  # refused at its start: no folder holding only .lock
     for setting in ("train.batch_size=1000000000000", "rollout.samples_per_prompt=100000000"):
         with pytest.raises(ScoreError, match=r"^train.batch_size=\d+ x rollout.samples_per_prompt=\d+ = .* GiB"):
             train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, setting))

@@ -43,7 +43,7 @@ from score.domains import problem_rewards
 from score.engines import Engine, open_engine, resolve_engine_name, resolve_tis_cap
 from score.evaluate import plot_training
 from score.guards import check_context, check_sampling, check_step_size
-from score.locks import hold_folder
+from score.locks import hold_folder, let_go_if_alone
 from score.logs import MetricsLogger, step_record
 from score.models import (
     AdaptersOff,
@@ -462,7 +462,11 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
     the run at the next step boundary with a checkpoint (raises TrainingStopped).
     """
     with StopRequests() as stop:
-        run = start_run(cfg)
+        try:
+            run = start_run(cfg)
+        except BaseException:  # refused at its start: no run folder holding only its lock is left behind
+            let_go_if_alone(resolve_path(cfg.train.output_dir) / cfg.train.run_name / ".lock")
+            raise
         loop(run, reward_fn, stop)
         finish(run)
     return run.files.root
