@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 from accelerate import Accelerator
+from score import engines
 from score.checkpoints import (
     RunFiles,
     changed_settings,
@@ -60,11 +61,12 @@ def test_a_longer_schedule_keeps_the_past_learning_rates_or_is_refused():
 def test_resume_of_a_missing_run_says_so_and_starts_fresh(tmp_path, capsys):
     files = RunFiles(tmp_path / "nothing")
     assert check_resume(files, tiny("train.resume=true"), {}, main_process=True) is None
-    assert capsys.readouterr().out == f"train.resume=true, but {files.root} holds no run yet: training from scratch\n"
+    # Not "train.resume=true, but": an experiment sets it for its runs, unseen by its user.
+    assert capsys.readouterr().out == f"nothing to resume: {files.root} holds no run yet; training from scratch\n"
     files.root.mkdir()
     tiny().save(files.config)  # started, stopped before its first checkpoint
     assert check_resume(files, tiny("train.resume=true"), {}, main_process=True) is None
-    assert "holds no checkpoint yet: training from scratch" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith(f"nothing to resume: {files.checkpoints} holds no checkpoint yet;")
 
 
 def test_a_run_without_its_config_is_neither_resumed_nor_overwritten(tmp_path):
@@ -211,3 +213,13 @@ def test_a_disk_full_mid_checkpoint_is_one_line_leaves_no_tmp_and_keeps_the_olde
     assert "\n" not in str(error.value)
     assert sorted(p.name for p in files.checkpoints.iterdir()) == ["step_1", "step_2"]  # no step_3.tmp
     assert {path: path.read_bytes() for path in files.checkpoints.rglob("*") if path.is_file()} == before
+
+
+def test_resume_takes_the_engine_auto_resolved_to_by_its_name(monkeypatch):
+    # Without vLLM, auto is hf: naming it is no change of engine (vllm would be).
+    monkeypatch.setattr(engines, "vllm_available", lambda: False)
+    assert changed_settings(tiny("rollout.engine=auto"), tiny("rollout.engine=hf")) == []
+    assert changed_settings(tiny("rollout.engine=hf"), tiny("rollout.engine=auto")) == []
+    assert changed_settings(tiny("rollout.engine=hf"), tiny("rollout.engine=vllm")) == [
+        "rollout.engine ('hf' -> 'vllm')"
+    ]

@@ -140,7 +140,7 @@ def test_the_program_is_paused_while_the_tests_run():
     from score.code import jail
     from score.code.judge import Program
 
-    spinner = 'import os\nos.write(4, b\'{"value":null}\\n\')\nwhile True:\n    pass\n'
+    spinner = "import os\nos.write(4, b'{\"value\":null}\\n')\nwhile True:\n    pass\n"
     program = Program(jail.start(jail.find_bwrap(), 5.0, jail.Limits()), 1024)
     try:
         program.ask({"program": spinner})

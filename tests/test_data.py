@@ -210,6 +210,15 @@ def test_duplicate_ids_are_an_error(tmp_path):
         load_math(rows_jsonl(tmp_path / "p.jsonl", [row, row]))
 
 
+def test_a_problem_repeated_without_ids_is_an_error_naming_both_lines(tmp_path):
+    row = {k: v for k, v in tiny.sample_problems()[0].items() if k != "unique_id"}
+    other = {k: v for k, v in tiny.sample_problems()[1].items() if k != "unique_id"}
+    path = rows_jsonl(tmp_path / "p.jsonl", [row, other, row])
+    with pytest.raises(ScoreError, match=rf"^{path} line 3 repeats the problem of {path} line 1 \(neither has an id\)"):
+        load_math(path)
+    assert len(load_math(rows_jsonl(tmp_path / "q.jsonl", [row, other, {**row, "answer": "another"}]))) == 3
+
+
 def test_local_dataset_folder_through_datasets(tmp_path, monkeypatch):
     import datasets
 

@@ -1,13 +1,18 @@
 import io
+import os
+import signal
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from score import download as dl
 from score import tiny
-from score.config import Config, ModelConfig, ScoreError
+from score.config import REPO_ROOT, Config, ModelConfig, ScoreError
 from score.data import load_math
 from test_models import free_port
 
@@ -284,3 +289,21 @@ def test_builtin_builds_tiny_model_and_samples(tmp_path, layout):
     assert [p.id for p in test] == TEST_IDS
     assert len(train) == len(SAMPLES) - len(TEST_IDS)
     dl.download(cfg)  # everything there: kept as it is
+
+
+def test_a_download_stopped_by_sigterm_is_one_line_and_leaves_no_partial_folder(tmp_path):
+    # The testbed's base model is built in base_models/.testbed-*.XXXX, then renamed: SIGTERM midway must remove it.
+    base = tmp_path / "base"
+    settings = [f"model.base_dir={base}", f"data.source={tmp_path / 'a.jsonl'}", f"eval.source={tmp_path / 'b.jsonl'}"]
+    command = [sys.executable, str(REPO_ROOT / "code" / "main.py"), "--task", "download"]
+    command += ["--config", str(REPO_ROOT / "configs" / "testbed.yaml"), *(a for s in settings for a in ("--set", s))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        deadline = time.monotonic() + 120
+        while not (base.is_dir() and any(base.iterdir())):
+            assert proc.poll() is None and time.monotonic() < deadline, "the build never started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        stderr = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 128 + signal.SIGTERM and stderr.strip().splitlines()[-1] == "stopped by SIGTERM", stderr
+    assert list(base.iterdir()) == []

@@ -285,18 +285,25 @@ def test_two_processes_split_the_problems_and_match_one(tmp_path, tiny_model_dir
 
 
 def test_a_run_inside_an_experiment_keeps_its_own_evaluations(tmp_path):
-    # saved_models/<experiment>/<run>/final and .../stage_ends/<stage> evaluate into <run>/eval, not <experiment>/eval
+    # saved_models/<experiment>/<run>/final evaluates into <run>/eval, not <experiment>/eval; a stage-end model into
+    # a folder of its own there (the default evaluation name would be the final model's)
     output = tmp_path / "runs"
     for run in ("exp/score_seed0", "exp/score_seed1", "plain"):
         (output / run).mkdir(parents=True)
         (output / run / "metrics.jsonl").write_text("")
-    for model in ("exp/score_seed0/final", "exp/score_seed1/stage_ends/round1_stage1", "plain/final"):
+    for model in (
+        "exp/score_seed0/final",
+        "exp/score_seed1/final",
+        "exp/score_seed1/stage_ends/round1_stage1",
+        "plain/final",
+    ):
         (output / model).mkdir(parents=True)
         (output / model / "config.json").write_text("{}")
     cfg = load_config(None, [f"train.output_dir={output}"])
     for model, root in (
         ("exp/score_seed0/final", "exp/score_seed0/eval"),
-        ("exp/score_seed1/stage_ends/round1_stage1", "exp/score_seed1/eval"),
+        ("exp/score_seed1/final", "exp/score_seed1/eval"),
+        ("exp/score_seed1/stage_ends/round1_stage1", "exp/score_seed1/eval/stage_ends-round1_stage1"),  # apart
         ("plain/final", "plain/eval"),
     ):
         cfg.eval.model = str(output / model)
@@ -354,3 +361,42 @@ def test_a_full_disk_is_one_line_and_the_evaluation_resumes_once_there_is_space(
             ev.evaluate(cfg)
     assert ev.evaluate(cfg) == root / "math_k2"  # space again: it carries on
     assert len(ev.read_generations(root / "math_k2" / "generations.jsonl")) == 6
+
+
+def test_the_progress_bar_shows_the_running_accuracy(tmp_path, tiny_model_dir, sample_jsonl, monkeypatch):
+    def records(accelerator, model, todo, cfg):  # the first batch right at t1, the second wrong
+        for start, right in ((0, True), (2, False)):
+            attempts = [{"text": "x", "answer": None, "correct": right, "truncated": False}] * 2
+            yield [{"id": p.id, "subject": p.subject, "level": p.level, "gold": p.answer, "attempts": attempts}
+                   for p in todo[start : start + 2]]  # fmt: skip
+
+    shown = []
+
+    class Bar:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def set_postfix(self, refresh, **values):
+            shown.append(values["acc_t1"])
+
+        def update(self, n):
+            pass
+
+    monkeypatch.setattr(ev, "shared_records", records)
+    monkeypatch.setattr(ev, "progress", lambda **kwargs: Bar())
+    ev.evaluate(eval_config(tmp_path, tiny_model_dir, sample_jsonl, "eval.batch_size=2", "eval.max_problems=4"))
+    assert shown == ["1.000", "0.500"]  # 2 of the 4 so far, not the last batch's 0 of 2
+
+
+def test_no_test_problems_names_the_filters_only_when_set(tmp_path, tiny_model_dir, sample_jsonl):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ScoreError, match=rf"^no test problems in {empty}$"):
+        ev.evaluate(eval_config(tmp_path, tiny_model_dir, empty))
+    with pytest.raises(ScoreError, match="after the data.subjects/data.levels filters$"):
+        ev.evaluate(
+            eval_config(tmp_path, tiny_model_dir, sample_jsonl, "data.subjects=[Prealgebra]", "data.levels=[5]")
+        )

@@ -165,3 +165,10 @@ def test_supervised_rows_refuse_a_multi_process_launch(tmp_path, monkeypatch):
     with pytest.raises(ScoreError, match=r"\['star'\].*2 processes"):
         experiment.run_experiment(cfg)
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_compare_to_naming_no_row_is_one_error_line(tmp_path):
+    cfg = load_config(None, [f"train.output_dir={tmp_path}", "experiment.rows=[base,stage2_shaping]"])
+    with pytest.raises(ScoreError, match=r"^experiment.compare_to=score is not one of experiment.rows \(base, stage2"):
+        experiment.run_experiment(cfg)
+    assert not any(tmp_path.iterdir())  # refused before anything was written

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from score.config import ModelConfig, ScoreError
-from score.models import check_sharding_settings, disable_dropout, load_model, weight_dtypes
+from score.models import check_sharding_settings, disable_dropout, load_model, resolve_model_path, weight_dtypes
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 TIMEOUT = 300  # seconds; a process stuck in a collective the other never joins fails the test instead of hanging
@@ -224,3 +224,11 @@ def test_reference_dtype_bfloat16_halves_the_reference_only():
         config = ModelConfig(reference_dtype="bfloat16")
         assert weight_dtypes(config, on_gpu=on_gpu) == (torch.float32, torch.bfloat16, mixed)
         assert weight_dtypes(ModelConfig(), on_gpu=on_gpu) == (torch.float32, torch.float32, mixed)
+
+
+def test_a_folder_that_is_no_model_is_named_as_such(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ScoreError, match=rf"^{tmp_path / 'empty'} is a folder but not a model: it holds no config"):
+        resolve_model_path(str(tmp_path / "empty"), str(tmp_path / "base_models"))
+    with pytest.raises(ScoreError, match="not found in"):
+        resolve_model_path(str(tmp_path / "missing"), str(tmp_path / "base_models"))

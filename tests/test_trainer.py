@@ -270,6 +270,12 @@ def test_training_guards_are_clear_errors(tmp_path, tiny_model_dir, sample_jsonl
         train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, "train.eval_every=1", "eval.max_new_tokens=5000"))
     with pytest.raises(ScoreError, match="eval_problems=1000"):
         train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, "train.eval_every=1", "train.eval_problems=1000"))
+    with pytest.raises(ScoreError, match=r"^model.lora_rank=100000 is larger than the model's width \(\d+\)"):
+        train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, "model.lora_rank=100000"))
+    assert not (tmp_path / "runs" / "tiny").exists()  # refused at its start: no folder holding only .lock
+    for setting in ("train.batch_size=1000000000000", "rollout.samples_per_prompt=100000000"):
+        with pytest.raises(ScoreError, match=r"^train.batch_size=\d+ x rollout.samples_per_prompt=\d+ = .* GiB"):
+            train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, setting))
     assert not (tmp_path / "runs" / "tiny" / "metrics.jsonl").exists()
 
 
@@ -760,3 +766,13 @@ def test_micro_batches_by_token_budget_give_the_same_loss_and_gradients(tiny_mod
     assert packed_loss == pytest.approx(loss, rel=1e-9)
     for grad, packed in zip(grads, packed_grads, strict=True):
         torch.testing.assert_close(packed, grad, rtol=1e-7, atol=1e-10)
+
+
+def test_a_warmup_longer_than_the_run_is_one_warning_line(tmp_path, tiny_model_dir, sample_jsonl, capsys):
+    steps = ["train.warmup_steps=50", "train.stage1_steps=1", "train.stage2_steps=0"]
+    train(tiny_config(tmp_path, tiny_model_dir, sample_jsonl, *RL_BATCH, *steps))
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning")]
+    assert warnings == [
+        "warning: train.warmup_steps=50 is not shorter than the run's 1 steps: the learning rate never reaches "
+        "train.lr=0.003"
+    ]

@@ -26,6 +26,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from score.config import SFT, SUPERVISED_ROWS, TRAIN, Config, ScoreError, load_config
+from score.engines import resolve_engine_name
 from score.models import full_state_dict, lora_scaling, merge_lora, transformers_model
 from score.objectives import stage_schedule
 from score.provenance import RECORD, deciding, differences, flat_settings, settings
@@ -82,6 +83,9 @@ def changed_settings(saved: Config, new: Config) -> list[str]:
     steps of the last stage, more rounds) and the learning rate is constant: the shared steps compute the same thing
     (linear and cosine factors depend on the total number of steps)."""
     old, now = settings(saved, TRAIN), settings(new, TRAIN)
+    engines = {old.get("rollout.engine"), now.get("rollout.engine")}
+    if "auto" in engines and len(engines) == 2 and resolve_engine_name("auto") in engines:
+        old["rollout.engine"] = now["rollout.engine"]  # auto is, on this machine, the engine named now (or before)
     if heldout_split(saved) != heldout_split(new):
         old |= {name: flat_settings(saved)[name] for name in HELDOUT}
         now |= {name: flat_settings(new)[name] for name in HELDOUT}
@@ -145,8 +149,8 @@ def check_resume(files: RunFiles, cfg: Config, record: dict, main_process: bool)
                 f"cannot resume {files.root}: its config.yaml is missing, so the settings it was trained with are "
                 "unknown; restore the file or choose another train.run_name"
             )
-        if main_process:
-            print(f"train.resume=true, but {files.root} holds no run yet: training from scratch")
+        if main_process:  # no "train.resume=true, but": an experiment sets it for its runs, unseen by its user
+            print(f"nothing to resume: {files.root} holds no run yet; training from scratch")
         return None
     differ = changed_settings(load_config(files.config), cfg) + changed_files(files, record, main_process)
     if differ:
@@ -156,7 +160,7 @@ def check_resume(files: RunFiles, cfg: Config, record: dict, main_process: bool)
         )
     checkpoint = newest_intact_checkpoint(files, main_process)
     if checkpoint is None and main_process:
-        print(f"train.resume=true, but {files.checkpoints} holds no checkpoint yet: training from scratch")
+        print(f"nothing to resume: {files.checkpoints} holds no checkpoint yet; training from scratch")
     steps = len(stage_schedule(cfg))
     if checkpoint is not None and checkpoint_step(checkpoint) > steps:
         raise ScoreError(

@@ -309,11 +309,19 @@ def _layout_rows(root: Path, split: str) -> Iterator[tuple[object, str, str]]:
 
 
 def _collect(rows: Rows, skipped: Counter) -> list[Problem]:
+    """The usable rows' problems. A problem given twice without an id (its id is where it stands) is refused: it
+    would count twice in the metrics, and with no id nothing says which copy is meant."""
     problems = []
+    unnamed: dict[tuple[str, str], str] = {}  # (problem, answer) of the rows without an id -> where it stands
     for row, where, default_id in rows:
         problem = _problem(row, where, default_id, skipped)
-        if problem is not None:
-            problems.append(problem)
+        if problem is None:
+            continue
+        if problem.id == default_id:
+            first = unnamed.setdefault((problem.problem, problem.answer), where)
+            if first != where:
+                raise ScoreError(f"{where} repeats the problem of {first} (neither has an id); remove one")
+        problems.append(problem)
     return problems
 
 

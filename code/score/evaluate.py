@@ -248,6 +248,9 @@ def choose_model(cfg: Config) -> tuple[Path, Path]:
         # the run that holds the model (<run>/final, <run>/stage_ends/...), also inside an experiment folder
         runs = [folder for folder in model.parents if folder.is_relative_to(output) and folder != output]
         run = next((folder for folder in runs if (folder / "metrics.jsonl").is_file()), runs[-1] if runs else model)
+        inside = model.relative_to(run).parts
+        if inside and inside != ("final",):  # a stage-end model: its own folder, not the final model's evaluations
+            return model, run / "eval" / "-".join(inside)
         return model, run / "eval"
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model.name)
     return model, output / f"base-{slug}" / "eval"
@@ -273,7 +276,8 @@ def load_test_problems(cfg: Config) -> tuple[list[Problem], str]:
             "set eval.source to the test problems"
         ) from None
     if not problems:
-        raise ScoreError(f"no test problems in {source} after the subject/level filters")
+        filters = " after the data.subjects/data.levels filters" if cfg.data.subjects or cfg.data.levels else ""
+        raise ScoreError(f"no test problems in {source}{filters}")
     stem = Path(source).stem if Path(source).suffix else f"{Path(source).name}_{cfg.data.scheme}_test"
     return problems, stem
 
@@ -413,8 +417,8 @@ def evaluate(cfg: Config) -> Path:
                 if main:
                     f.writelines(json.dumps(record) + "\n" for record in batch)
                     f.flush()
-                    correct = sum(r["attempts"][0]["correct"] for r in batch)
-                    bar.set_postfix(acc_t1=f"{correct / max(1, len(batch)):.3f}", refresh=False)
+                    correct = sum(r["attempts"][0]["correct"] for r in done.values())  # so far, not this batch's
+                    bar.set_postfix(acc_t1=f"{correct / len(done):.3f}", refresh=False)
                     bar.update(len(batch))
     if not main:
         model.close()

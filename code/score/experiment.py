@@ -237,6 +237,11 @@ def run_experiment(cfg: Config) -> Path:
             f"experiment.rows {supervised} fine-tune every weight (model.lora_rank applies to the RL rows only); "
             "drop those rows or set model.lora_rank=0"
         )
+    if len(rows) > 1 and cfg.experiment.compare_to not in rows:
+        raise ScoreError(
+            f"experiment.compare_to={cfg.experiment.compare_to} is not one of experiment.rows ({', '.join(rows)}), "
+            "so no row would be compared with it; add it to the rows or name one of them"
+        )
     hold_folder(folder / ".lock", "experiment.name", state.is_main_process)
     check_experiment(folder, cfg, state.is_main_process)
     results: dict[str, list[dict]] = {}

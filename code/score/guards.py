@@ -3,6 +3,8 @@ error."""
 
 from __future__ import annotations
 
+import os
+
 from score.config import Config, ScoreError
 from score.data import Problem
 from score.prompts import conversation_pieces
@@ -53,3 +55,23 @@ def check_context(
                 f"longest prompt and instructions, {need - attempts * max_new_tokens}) but the model's context is "
                 f"{context} tokens; lower {name} or filter long problems"
             )
+
+
+def machine_memory() -> int:
+    """Bytes of memory this machine has."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_step_size(tokenizer, problems: list[Problem], cfg: Config) -> None:
+    """A step's conversations (train.batch_size x rollout.samples_per_prompt) must fit in memory: their token ids
+    alone (int64, each as long as the longest conversation) are a floor on what a step holds, so sizes past it are
+    refused now rather than by the out-of-memory killer minutes later."""
+    conversations = cfg.train.batch_size * cfg.rollout.samples_per_prompt
+    tokens = longest_conversation(tokenizer, problems, cfg, cfg.train.attempts, cfg.rollout.max_new_tokens)
+    need, have = 8 * conversations * tokens, machine_memory()
+    if need > have:
+        raise ScoreError(
+            f"train.batch_size={cfg.train.batch_size} x rollout.samples_per_prompt={cfg.rollout.samples_per_prompt} "
+            f"= {conversations} conversations of up to {tokens} tokens: their token ids alone need "
+            f"{need / 2**30:.3g} GiB, more than this machine's {have / 2**30:.3g} GiB; lower one of them"
+        )

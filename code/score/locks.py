@@ -40,6 +40,19 @@ def take_lock(lock_file: Path) -> None:
     _HELD[lock_file] = fd
 
 
+def let_go_if_alone(lock_file: Path) -> None:
+    """Release a lock this process holds and remove it, with its folder, when nothing else was written there: a run
+    refused at its start leaves no folder behind. A lock held by another process is never touched."""
+    lock_file = lock_file.resolve()
+    fd = _HELD.get(lock_file)
+    if fd is None or any(path != lock_file for path in lock_file.parent.iterdir()):
+        return
+    lock_file.unlink()
+    lock_file.parent.rmdir()
+    os.close(fd)
+    del _HELD[lock_file]
+
+
 def hold_folder(lock_file: Path, what: str, main_process: bool) -> None:
     """take_lock on the main process; every process raises one ScoreError line, naming `what` (the setting that
     chooses another folder), when the lock is held elsewhere."""

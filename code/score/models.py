@@ -20,9 +20,14 @@ from score.config import ModelConfig, ScoreError, first_line, resolve_path
 
 def resolve_model_path(name: str, base_dir: str) -> Path:
     """A downloaded model under base_dir/<name>, else `name` itself as a local folder."""
-    for candidate in (resolve_path(base_dir) / name, resolve_path(name)):
+    candidates = (resolve_path(base_dir) / name, resolve_path(name))
+    for candidate in candidates:
         if is_model_folder(candidate):
             return candidate
+    for candidate in candidates:
+        if candidate.is_dir():
+            raise ScoreError(f"{candidate} is a folder but not a model: it holds no config.json (nor a LoRA "
+                             "adapter's adapter_config.json)")  # fmt: skip
     raise ScoreError(
         f"model '{name}' not found in {resolve_path(base_dir)} or as a folder; "
         "run `python code/main.py --task download` first"

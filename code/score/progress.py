@@ -6,23 +6,30 @@ terminal, the bar prints a plain line at most every LOG_INTERVAL seconds instead
 
 from __future__ import annotations
 
+import re
 import sys
 
 from tqdm.auto import tqdm
 
 LOG_INTERVAL = 30.0  # seconds between progress lines in a log
+CURSOR_MOVE = re.compile(r"\x1b\[\d*[A-Za-z]")  # ANSI escapes tqdm positions nested bars with
 
 
 class _Lines:
-    """A file for tqdm that turns each redraw ("\\r" + text + padding) into one line."""
+    """A file for tqdm that turns each redraw ("\\r" + text + padding) into one line. The cursor moves of nested
+    bars (ESC[A) are dropped, and a redraw that repeats the count of the line before it (a bar's close) is not
+    written again."""
 
     def __init__(self, stream):
         self.stream = stream
+        self.last = ""
 
     def write(self, text: str) -> None:
-        line = text.replace("\r", "").rstrip()
-        if line:
+        line = CURSOR_MOVE.sub("", text.replace("\r", "")).rstrip()
+        count = line.partition(" [")[0]  # "desc:  50%|#####     | 1/2": the same count again, only timed later
+        if line and count != self.last:
             self.stream.write(line + "\n")
+            self.last = count
 
     def flush(self) -> None:
         self.stream.flush()

@@ -43,8 +43,8 @@ from score.distributed import gather_objects
 from score.domains import problem_rewards
 from score.engines import Engine, open_engine, resolve_engine_name, resolve_tis_cap
 from score.evaluate import plot_training
-from score.guards import check_context, check_sampling
-from score.locks import hold_folder
+from score.guards import check_context, check_sampling, check_step_size
+from score.locks import hold_folder, let_go_if_alone
 from score.logs import MetricsLogger, step_record
 from score.models import (
     AdaptersOff,
@@ -214,13 +214,22 @@ def start_run(cfg: Config) -> Run:
     disable_dropout(policy)
     policy.train()
     lora = cfg.model.lora_rank > 0
+    width = policy.config.hidden_size
+    if cfg.model.lora_rank > width:  # rank past the width adds weights (and minutes per step), not directions
+        raise ScoreError(
+            f"model.lora_rank={cfg.model.lora_rank} is larger than the model's width ({width}); use at most {width}"
+        )
     if lora:  # the reference is the policy with its adapters off (AdaptersOff, below)
         policy = add_lora(policy, cfg.model, seed=t.seed)
     else:
         reference = load_model(model_path, cfg.model, reference_dtype).to(accelerator.device).eval()
         reference.requires_grad_(False)
     check_context(tokenizer, policy.config, problems + heldout, cfg, evaluating=bool(heldout))
+    check_step_size(tokenizer, problems, cfg)
     schedule = objectives.stage_schedule(cfg)
+    if t.warmup_steps >= len(schedule) and accelerator.is_main_process:
+        print(f"warning: train.warmup_steps={t.warmup_steps} is not shorter than the run's {len(schedule)} steps: "
+              f"the learning rate never reaches train.lr={t.lr:g}")  # fmt: skip
     if sharded:
         policy = shard_policy(policy.to(accelerator.device))
         if not lora:
@@ -456,7 +465,11 @@ def train(cfg: Config, reward_fn: RewardFn | None = None) -> Path:
     the run at the next step boundary with a checkpoint (raises TrainingStopped).
     """
     with StopRequests() as stop:
-        run = start_run(cfg)
+        try:
+            run = start_run(cfg)
+        except BaseException:  # refused at its start: no run folder holding only its lock is left behind
+            let_go_if_alone(resolve_path(cfg.train.output_dir) / cfg.train.run_name / ".lock")
+            raise
         loop(run, reward_fn, stop)
         finish(run)
     return run.files.root
