@@ -66,7 +66,7 @@ def test_resume_of_a_missing_run_says_so_and_starts_fresh(tmp_path, capsys):
     files.root.mkdir()
     tiny().save(files.config)  # started, stopped before its first checkpoint
     assert check_resume(files, tiny("train.resume=true"), {}, main_process=True) is None
-    assert capsys.readouterr().out.startswith(f"nothing to resume: {files.checkpoints} holds no checkpoint yet;")
+    assert f"nothing to resume: {files.checkpoints} holds no checkpoint yet;" in capsys.readouterr().out
 
 
 def test_a_run_without_its_config_is_neither_resumed_nor_overwritten(tmp_path):
