@@ -33,6 +33,26 @@ def test_rows_and_attempts_are_code_scored_by_running_them(tmp_path):
     assert all(score == 0.0 for score, kind in zip(first, kinds, strict=True) if kind == "trap")
 
 
+def test_simulated_base_sometimes_revises_a_wrong_program_into_a_right_one(tmp_path):
+    # The rare successful revision SCoRe's Stage I reinforces (issue 28): the math testbed's re-check, written as
+    # code, passes the hidden tests, and it is the only way the simulated base turns a failing program into a
+    # passing one, at about Habits.check of the failing first attempts.
+    rows = testbed.make_problems(200, seed=5, split="test")
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps(code_row(r)) + "\n" for r in rows))
+    problems = load_math(path, split="test")
+    rng = random.Random(1)
+    attempts = [[code_attempt(a) for a in testbed.base_attempts(*testbed.operands(r), rng)] for r in rows]
+    grading = GraderConfig(workers=2)
+    first = problem_rewards([a for a, _ in attempts], problems, grading)
+    second = problem_rewards([b for _, b in attempts], problems, grading)
+    checks = [i for i, (_, b) in enumerate(attempts) if "checking every column again" in b]
+    fixed = [i for i in range(len(rows)) if first[i] == 0.0 and second[i] == 1.0]
+    assert checks and all(second[i] == 1.0 for i in checks)
+    assert fixed and set(fixed) <= set(checks)
+    assert 0.02 <= len(fixed) / first.count(0.0) <= 0.12  # Habits.check is 0.05
+
+
 def test_build_on_a_tiny_budget(tmp_path):
     cfg = Config()
     cfg.prompts = CONFIG.prompts
