@@ -292,7 +292,7 @@ def test_builtin_builds_tiny_model_and_samples(tmp_path, layout):
 
 
 def test_a_download_stopped_by_sigterm_is_one_line_and_leaves_no_partial_folder(tmp_path):
-    # The testbed's base model is built in base_models/.testbed-*.XXXX, then renamed: SIGTERM midway must remove it.
+    # The testbed's base model is built in base_models/.testbed-*.<random>, then renamed: SIGTERM midway must remove it.
     base = tmp_path / "base"
     settings = [f"model.base_dir={base}", f"data.source={tmp_path / 'a.jsonl'}", f"eval.source={tmp_path / 'b.jsonl'}"]
     command = [sys.executable, str(REPO_ROOT / "code" / "main.py"), "--task", "download"]
