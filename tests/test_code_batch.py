@@ -66,3 +66,32 @@ def test_each_code_answer_says_what_the_judge_said_of_it():
         ("c2", texts[2]): "error (tests: SyntaxError: '(' was never closed (<unknown>, line 1))",
         ("c1", texts[3]): "no program",
     }
+
+
+def test_a_job_repeated_in_a_batch_runs_once_and_every_copy_gets_its_outcome(monkeypatch):
+    from score.code import batch
+    from score.code.pool import Pool
+
+    sent: list[int] = []
+    pool_run = Pool.run
+
+    def counting_run(self, jobs, timeout):
+        sent.append(len(jobs))
+        return pool_run(self, jobs, timeout)
+
+    monkeypatch.setattr(Pool, "run", counting_run)
+    right, wrong = "def double(x):\n    return 2 * x\n", "def double(x):\n    return x\n"
+    tests, other = "assert double(2) == 4\n", "assert double(0) == 0\n"
+    programs = [right, wrong, right, right, wrong, wrong]
+    suites = [tests, tests, tests, other, tests, other]  # the same program against other tests is another job
+    judged = batch.run_programs(programs, suites, timeout=3.0, workers=1)
+    assert sent == [4]
+    assert [o.passed for o in judged] == [True, False, True, True, False, True]
+    assert judged[0] == judged[2] and judged[1] == judged[4]
+    helper = "def twice(x):\n    return 2 * x\n"  # and with another preamble
+    uses_helper = "def double(x): return twice(x)"
+    assert [o.passed for o in batch.run_programs([uses_helper] * 2, [tests] * 2, 3.0, 1, [helper, ""])] == [
+        True,
+        False,
+    ]
+    assert sent == [4, 2]

@@ -42,7 +42,10 @@ def run_programs(
     preambles: list[str] | None = None,
     without_jail: bool = False,
 ) -> list[Outcome]:
-    """Each program judged against its tests (after its preamble), over `workers` warm workers (0: one per core)."""
+    """Each program judged against its tests (after its preamble), over `workers` warm workers (0: one per core).
+    A job (program, tests, preamble) repeated in the batch runs once and each copy gets its Outcome: sampled
+    answers repeat often (attempt 2 copying attempt 1, samples of a confident policy), a deterministic program's
+    verdict is the same in every fresh interpreter, and one whose verdict depends on chance gets one draw."""
     if len(programs) != len(tests):
         raise ValueError(f"{len(programs)} programs but {len(tests)} test sets")
     preambles = preambles if preambles is not None else [""] * len(tests)
@@ -51,7 +54,9 @@ def run_programs(
     if not programs:
         return []
     jobs = list(zip(programs, tests, preambles, strict=True))
-    return _pool(workers or usable_cores(), without_jail).run(jobs, timeout)
+    unique = list(dict.fromkeys(jobs))
+    judged = dict(zip(unique, _pool(workers or usable_cores(), without_jail).run(unique, timeout), strict=True))
+    return [judged[job] for job in jobs]
 
 
 def run_tests(program: str, tests: str, timeout: float = 5.0) -> bool:
