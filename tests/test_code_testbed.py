@@ -72,6 +72,13 @@ def test_config_builds_the_code_testbed():
     assert CONFIG.download.builtin == "testbed-code"
     assert CONFIG.data.source.endswith(".jsonl") and CONFIG.eval.source.endswith(".jsonl")
     assert CONFIG.experiment.rows[:1] == ["base"] and "score" in CONFIG.experiment.rows
+    # the code table compares the math table's rows, seeds, budgets and objective (docs/code.md)
+    math = load_config(REPO_ROOT / "configs" / "testbed.yaml")
+    assert (CONFIG.experiment.rows, CONFIG.experiment.seeds) == (math.experiment.rows, math.experiment.seeds)
+    assert CONFIG.sft == math.sft
+    for key in ("stage1_steps", "stage2_steps", "batch_size", "alpha", "beta1", "beta2", "gamma"):
+        assert getattr(CONFIG.train, key) == getattr(math.train, key), key
+    assert CONFIG.rollout.samples_per_prompt == math.rollout.samples_per_prompt
 
 
 def test_mbpp_config_has_the_papers_code_settings():
