@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import psutil
@@ -27,11 +28,24 @@ def test_a_killed_worker_costs_its_job_only():
     assert run_programs([GOOD, GOOD], [TESTS] * 2, 5.0, workers=2) and len(workers_of(os.getpid())) == 2
     victims = workers_of(os.getpid())
     killer = subprocess.Popen(["sh", "-c", f"sleep 1; kill -9 {victims[0].pid} {victims[1].pid}"])
-    outcomes = run_programs([SLOW, SLOW], [TESTS] * 2, 5.0, workers=2)
+    outcomes = run_programs([SLOW, SLOW + "# another job\n"], [TESTS] * 2, 5.0, workers=2)  # one per worker
     killer.wait()
     assert [o.status for o in outcomes] == ["error (worker lost)"] * 2
     assert [o.passed for o in run_programs([GOOD] * 3, [TESTS] * 3, 5.0, workers=2)] == [True] * 3
     assert not {v.pid for v in victims} & {w.pid for w in workers_of(os.getpid())}
+
+
+def test_a_worker_killed_while_idle_costs_nothing():
+    run_programs([GOOD], [TESTS], 5.0, workers=2)
+    for worker in workers_of(os.getpid()):
+        worker.kill()
+        worker.wait()
+    jobs = [GOOD + f"# job {i}\n" for i in range(4)]  # distinct, so each worker takes some
+    done: list = []
+    caller = threading.Thread(target=lambda: done.append(run_programs(jobs, [TESTS] * 4, 5.0, workers=2)), daemon=True)
+    caller.start()
+    caller.join(30)  # before the fix the slot whose dead worker took a job died with it, and this call hung
+    assert done and [o.passed for o in done[0]] == [True] * 4
 
 
 def test_a_hung_worker_is_replaced_after_its_grace():
@@ -51,7 +65,7 @@ def test_workers_and_jails_end_with_a_killed_parent():
         import sys, threading
         sys.path.insert(0, {CODE!r})
         from score.code import run_programs
-        threading.Thread(target=run_programs, args=([{ASLEEP!r}] * 2, [{TESTS!r}] * 2, 30.0, 2)).start()
+        threading.Thread(target=run_programs, args=([{ASLEEP!r}, {ASLEEP + "# 2"!r}], [{TESTS!r}] * 2, 30.0, 2)).start()
         import time, psutil
         time.sleep(1.5)
         print(" ".join(str(p.pid) for p in psutil.Process().children(recursive=True)), flush=True)
@@ -76,8 +90,9 @@ def test_no_zombies_pile_up_under_a_caller_that_is_a_subreaper():
         ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
         from score.code import run_programs
         import psutil, time
-        for _ in range(3):
-            run_programs([{GOOD!r}] * 4 + ["while True:\\n    pass\\n"] * 2, [{TESTS!r}] * 6, 0.5, 2)
+        jobs = [{GOOD!r} + f"# {{i}}" for i in range(4)] + ["while True:\\n    pass\\n", "while 1:\\n    pass\\n"]
+        for _ in range(3):  # distinct jobs: a repeated one would run once
+            run_programs(jobs, [{TESTS!r}] * 6, 0.5, 2)
         time.sleep(2)
         print(sum(p.status() == "zombie" for p in psutil.Process().children(recursive=True)))
     """)

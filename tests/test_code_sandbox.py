@@ -255,7 +255,7 @@ def test_neighbours_cannot_starve_each_other():
         "    except RuntimeError:\n        pass\n",
         "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
     ]
-    outcomes = run_programs([hogs[0], busy, hogs[1], busy], [TESTS] * 4, 5.0, workers=2)
+    outcomes = run_programs([hogs[0], busy, hogs[1], busy + "# another job\n"], [TESTS] * 4, 5.0, workers=2)
     assert [o.passed for o in outcomes] == [False, True, False, True]
 
 

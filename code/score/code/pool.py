@@ -153,7 +153,10 @@ class Worker:
         self.process.kill()
         self.process.wait()
         for stream in (self.process.stdin, self.process.stdout):
-            stream.close()
+            try:
+                stream.close()
+            except OSError:  # a worker that died idle: its stdin still holds the job it could not take
+                pass
 
 
 class _Batch:
@@ -185,6 +188,9 @@ class Pool:
         worker = Worker(self.bwrap)
         while (task := self.tasks.get()) is not None:
             batch, index, job = task
+            if worker.process.poll() is not None:  # died while idle: the job has not started, so it loses nothing
+                worker.close()
+                worker = Worker(self.bwrap)
             outcome = worker.run(job)
             if outcome is None:  # lost or hung: replaced from this thread, which lives as long as the pool
                 worker.close()
