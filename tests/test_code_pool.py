@@ -11,7 +11,7 @@ import time
 
 import psutil
 from score.code import run_programs
-from score.code.pool import START_GRACE, WORKER_GRACE
+from score.code.pool import START_GRACE, WORKER_GRACE, Worker
 
 TESTS = "assert square(2) == 4\n"
 GOOD = "def square(x):\n    return x * x\n"
@@ -46,6 +46,14 @@ def test_a_worker_killed_while_idle_costs_nothing():
     caller.start()
     caller.join(30)  # before the fix the slot whose dead worker took a job died with it, and this call hung
     assert done and [o.passed for o in done[0]] == [True] * 4
+
+
+def test_closing_a_worker_that_died_with_a_job_unsent_does_not_raise():
+    worker = Worker(None)
+    worker.process.kill()
+    worker.process.wait()
+    assert worker.run({"timeout": 1.0, "program": GOOD}) is None  # the flush failed: the job stays buffered
+    worker.close()  # before the fix: BrokenPipeError, which killed the slot thread and hung its batch
 
 
 def test_a_hung_worker_is_replaced_after_its_grace():

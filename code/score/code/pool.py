@@ -189,15 +189,17 @@ class Pool:
         while (task := self.tasks.get()) is not None:
             batch, index, job = task
             if worker.process.poll() is not None:  # died while idle: the job has not started, so it loses nothing
-                worker.close()
-                worker = Worker(self.bwrap)
+                worker = self._replace(worker)
             outcome = worker.run(job)
             if outcome is None:  # lost or hung: replaced from this thread, which lives as long as the pool
-                worker.close()
-                worker = Worker(self.bwrap)
+                worker = self._replace(worker)
                 outcome = Outcome(False, "error (worker lost)", "")
             batch.deliver(index, outcome)
         worker.close()
+
+    def _replace(self, worker: Worker) -> Worker:
+        worker.close()
+        return Worker(self.bwrap)
 
     def run(self, jobs: list[tuple[str, str, str]], timeout: float) -> list[Outcome]:
         """Outcomes of (program, tests, preamble) jobs, in order."""
